@@ -1,0 +1,357 @@
+"""Lineage in MLflow: the only module that talks to MLflow.
+
+One experiment per pipeline, one parent run per pipeline run, one child run per step (found again by
+its tags on a retry, never created twice). Registered model versions carry tags that lead back to the
+dataset, the validation result, the training run and the evaluation run; every alias move is recorded
+on the version it lands on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from mlops_ops import __version__
+from mlops_ops.context import RunContext
+from mlops_ops.errors import MlopsError, SpecError
+from mlops_ops.settings import mlflow_artifact_root, tracking_uri
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+TAG = "mlops."
+RUN_KEY, ROLE, STEP = "mlops.run_key", "mlops.role", "mlops.step"
+#: Tags on a model version that lead back to where it came from.
+VERSION_LINEAGE_TAGS = (
+    "mlops.dataset.uri",
+    "mlops.dataset.digest",
+    "mlops.validation.result_uri",
+    "mlops.train.run_id",
+    "mlops.evaluate.run_id",
+    "mlops.pipeline",
+    "mlops.run_id",
+)
+
+
+def _quiet() -> None:
+    # MLflow's model-safety checks and git probing fill task logs with noise nobody can act on.
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="mlflow")
+    for name in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def client() -> MlflowClient:
+    """An MLflow client on the configured tracking URI (the fluent API is pointed there too)."""
+    _quiet()
+    import mlflow
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(uri.removeprefix("sqlite:///")), exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _is_local_backend(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
+
+
+def experiment_id(mlflow_client: MlflowClient, pipeline: str) -> str:
+    """The id of the pipeline's experiment, created on first use."""
+    name = f"mlops/{pipeline}"
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if _is_local_backend(tracking_uri()):
+        location = f"{mlflow_artifact_root()}/{pipeline}"
+    try:
+        return str(mlflow_client.create_experiment(name, artifact_location=location))
+    except Exception:
+        # Another step created it at the same moment.
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+def _find_or_create(mlflow_client: MlflowClient, exp_id: str, tags: dict[str, str], name: str) -> str:
+    """The oldest live run with these tags, created if there is none (a retry finds it again)."""
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = mlflow_client.search_runs([exp_id], query, order_by=["attributes.start_time ASC"], max_results=5)
+    if runs:
+        return str(runs[0].info.run_id)
+    created = mlflow_client.create_run(exp_id, tags=tags, run_name=name).info.run_id
+    # Two steps that raced both created one: keep the oldest, drop ours.
+    runs = mlflow_client.search_runs([exp_id], query, order_by=["attributes.start_time ASC"], max_results=5)
+    winner = str(runs[0].info.run_id) if runs else created
+    if winner != created:
+        mlflow_client.delete_run(created)
+    return winner
+
+
+@dataclass
+class StepRun:
+    """The MLflow child run of one step; the step logs through it."""
+
+    ctx: RunContext
+    run_id: str
+    parent_run_id: str
+    experiment_id: str
+    client: MlflowClient
+
+    def tag(self, **tags: Any) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def tags(self) -> dict[str, str]:
+        return dict(self.client.get_run(self.run_id).data.tags)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        import mlflow
+
+        flat = {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in params.items()}
+        existing = self.client.get_run(self.run_id).data.params
+        # Params are write-once in MLflow; a retry logs only what is new.
+        mlflow.log_params({k: str(v)[:6000] for k, v in flat.items() if k not in existing}, run_id=self.run_id)
+
+    def log_metrics(self, metrics: dict[str, float], prefix: str = "") -> None:
+        import mlflow
+
+        mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, run_id=self.run_id)
+
+    def log_dataset(self, df: pd.DataFrame, *, name: str, uri: str, digest: str, context: str, target: str | None = None) -> None:
+        """Record a dataset as an input of this run, identified by its content digest."""
+        import mlflow
+
+        dataset = mlflow.data.from_pandas(df, source=uri, name=name, digest=digest[:36], targets=target)
+        mlflow.log_input(dataset, context=context)
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, path, artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_sklearn_model(self, model: Any, *, input_example: Any, pip_requirements: list[str]) -> tuple[str, str | None]:
+        """Log the fitted pipeline with its signature and an input example; return (model_uri, model_id).
+
+        A retry of the same step finds the model the earlier try logged instead of logging a second one.
+        """
+        import mlflow
+        from mlflow.models import infer_signature
+
+        tags = self.tags()
+        if "mlops.model_uri" in tags:
+            return tags["mlops.model_uri"], tags.get("mlops.model_id")
+        signature = infer_signature(input_example, model.predict(input_example))
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements,
+            serialization_format="cloudpickle",
+        )
+        self.tag(**{"mlops.model_uri": info.model_uri, "mlops.model_id": info.model_id or ""})
+        return info.model_uri, info.model_id
+
+
+@contextlib.contextmanager
+def step_run(ctx: RunContext) -> Iterator[StepRun]:
+    """Open (or reopen, on a retry) the step's child run under the pipeline run's parent run."""
+    import mlflow
+
+    mlflow_client = client()
+    exp_id = experiment_id(mlflow_client, ctx.pipeline)
+    base = {RUN_KEY: ctx.run_key}
+    parent = _find_or_create(mlflow_client, exp_id, {**base, ROLE: "pipeline"}, f"{ctx.pipeline}:{ctx.run_id}")
+    child = _find_or_create(mlflow_client, exp_id, {**base, ROLE: "step", STEP: ctx.step}, ctx.step)
+    identity = {
+        "mlflow.parentRunId": parent,
+        "mlops.pipeline": ctx.pipeline,
+        "mlops.run_id": ctx.run_id,
+        "mlops.try_number": str(ctx.try_number),
+        "mlops.version": __version__,
+    }
+    for run_id in (parent, child):
+        for key, value in identity.items():
+            if run_id != parent or key != "mlflow.parentRunId":
+                mlflow_client.set_tag(run_id, key, value)
+    mlflow_client.set_tag(parent, f"mlops.step.{ctx.step}.run_id", child)
+    for key, value in _airflow_tags().items():
+        mlflow_client.set_tag(child, key, value)
+    log.info("MLflow run %s (parent %s) in experiment %s at %s", child, parent, exp_id, tracking_uri())
+    run = StepRun(ctx, child, parent, exp_id, mlflow_client)
+    mlflow.start_run(run_id=child)
+    try:
+        yield run
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def _airflow_tags() -> dict[str, str]:
+    # The runner passes Airflow's identity through the environment so the step needs no Airflow import.
+    keys = {"AIRFLOW_CTX_DAG_ID": "airflow.dag_id", "AIRFLOW_CTX_TASK_ID": "airflow.task_id", "AIRFLOW_CTX_DAG_RUN_ID": "airflow.run_id"}
+    return {tag: os.environ[env] for env, tag in keys.items() if os.environ.get(env)}
+
+
+# -------------------------------------------------------------------------------------------- registry
+
+
+def load_model(model_uri: str) -> Any:
+    """Load a logged scikit-learn model."""
+    _quiet()
+    client()
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(model_uri)
+
+
+def version_by_alias(name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points to, or None if the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def register(name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+    """Register the model as a version of ``name``; a retry for the same run finds the same version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    try:
+        mlflow_client.create_registered_model(name, description="Managed by mlops-ops.")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    existing = mlflow_client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if existing:
+        return sorted(existing, key=lambda v: int(v.version))[0]
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    _await_ready(mlflow_client, name, str(version.version))
+    return version
+
+
+def _await_ready(mlflow_client: MlflowClient, name: str, version: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = mlflow_client.get_model_version(name, version).status
+        if status == "READY":
+            return
+        if status == "FAILED_REGISTRATION":
+            raise MlopsError(f"registration of {name} version {version} failed in MLflow")
+        time.sleep(0.5)
+    raise MlopsError(f"{name} version {version} was not ready after {timeout:.0f}s")
+
+
+def move_alias(name: str, alias: str, version: str, reason: str) -> str | None:
+    """Point ``alias`` at ``version`` and record the move on the version; return the previous version."""
+    mlflow_client = client()
+    previous = version_by_alias(name, alias)
+    previous_version = str(previous.version) if previous is not None else None
+    if previous_version == version:
+        return previous_version
+    mlflow_client.set_registered_model_alias(name, alias, version)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    record = {
+        f"mlops.alias.{alias}.previous": previous_version or "none",
+        f"mlops.alias.{alias}.moved_at": now,
+        f"mlops.alias.{alias}.reason": reason or "passed evaluation",
+    }
+    for key, value in record.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
+    if previous_version is not None:
+        mlflow_client.set_model_version_tag(name, previous_version, f"mlops.alias.{alias}.replaced_by", version)
+        mlflow_client.set_model_version_tag(name, previous_version, f"mlops.alias.{alias}.replaced_at", now)
+    return previous_version
+
+
+# --------------------------------------------------------------------------------------------- lineage
+
+
+def chain(name: str, alias: str | None = None, version: str | None = None) -> dict[str, Any]:
+    """The lineage of one model version: dataset, validation, training run, evaluation run, aliases."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    try:
+        if version is None:
+            found = version_by_alias(name, alias or "champion")
+            if found is None:
+                raise SpecError(f"registered model {name!r} has no alias {alias or 'champion'!r}")
+            mv = found
+        else:
+            mv = mlflow_client.get_model_version(name, version)
+        model = mlflow_client.get_registered_model(name)
+    except MlflowException as exc:
+        raise SpecError(f"cannot read {name!r} from the registry at {tracking_uri()}: {exc.message}") from exc
+    tags = dict(mv.tags)
+    aliases = sorted(a for a, v in (model.aliases or {}).items() if str(v) == str(mv.version))
+    out: dict[str, Any] = {
+        "model": name,
+        "version": str(mv.version),
+        "aliases": aliases,
+        "source": mv.source,
+        "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+        "pipeline": tags.get("mlops.pipeline"),
+        "pipeline_run": tags.get("mlops.run_id"),
+        "dataset": {"uri": tags.get("mlops.dataset.uri"), "digest": tags.get("mlops.dataset.digest")},
+        "validation": {"result_uri": tags.get("mlops.validation.result_uri"), "success": tags.get("mlops.validation.success")},
+        "train_run": _run_summary(mlflow_client, tags.get("mlops.train.run_id")),
+        "evaluate_run": _run_summary(mlflow_client, tags.get("mlops.evaluate.run_id")),
+        "alias_history": {k.removeprefix("mlops.alias."): v for k, v in sorted(tags.items()) if k.startswith("mlops.alias.")},
+    }
+    return out
+
+
+def _run_summary(mlflow_client: MlflowClient, run_id: str | None) -> dict[str, Any] | None:
+    if not run_id:
+        return None
+    run = mlflow_client.get_run(run_id)
+    return {
+        "run_id": run_id,
+        "status": run.info.status,
+        "parent_run_id": run.data.tags.get("mlflow.parentRunId"),
+        "step": run.data.tags.get(STEP),
+        "metrics": dict(run.data.metrics),
+        "datasets": [
+            {"name": d.dataset.name, "digest": d.dataset.digest, "source": _source_uri(d.dataset.source)}
+            for d in (run.inputs.dataset_inputs if run.inputs else [])
+        ],
+    }
+
+
+def _source_uri(source: str) -> str:
+    with contextlib.suppress(ValueError, TypeError):
+        parsed = json.loads(source)
+        if isinstance(parsed, dict):
+            return str(parsed.get("uri") or parsed.get("url") or source)
+    return source

@@ -1,0 +1,292 @@
+"""Typed specs and result manifests of the five steps (pydantic v2, no heavy imports).
+
+A step takes a spec and returns a result manifest. Results are small (URIs, digests, counts, metrics,
+MLflow ids) so they can travel through XCom and pod arguments as ``model_dump(mode="json")``. A spec
+field that takes an upstream step's output accepts that step's whole result manifest.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TaskType = Literal["classification", "regression"]
+
+#: Metrics each task type computes, and whether a higher value is better.
+METRICS: dict[str, dict[str, bool]] = {
+    "classification": {"accuracy": True, "roc_auc": True, "f1": True, "precision": True, "recall": True, "log_loss": False},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+ALL_METRICS = {name for group in METRICS.values() for name in group}
+
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Result(BaseModel):
+    # Results are read back from XCom and files written by other versions: tolerate extra keys.
+    model_config = ConfigDict(extra="ignore")
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+class DatasetRef(_Result):
+    """A content-addressed Parquet file in the artifact store."""
+
+    uri: str
+    digest: str = Field(description="sha256 of the file's bytes, hex.")
+    rows: int
+    columns: dict[str, str] = Field(default_factory=dict, description="Column name to dtype.")
+
+
+class IngestResult(_Result):
+    """What ingest produced: the snapshot and its frozen train and evaluation partitions."""
+
+    step: Literal["ingest"] = "ingest"
+    source: str
+    snapshot: DatasetRef
+    train: DatasetRef
+    eval: DatasetRef
+    mlflow_run_id: str | None = None
+
+
+class Failure(_Result):
+    """One failed expectation."""
+
+    expectation: str
+    column: str | None = None
+    unexpected_count: int | None = None
+    detail: str = ""
+
+    def line(self) -> str:
+        where = f" on column '{self.column}'" if self.column else ""
+        count = f": {self.unexpected_count} unexpected values" if self.unexpected_count is not None else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.expectation}{where}{count}{detail}"
+
+
+class ValidateResult(_Result):
+    """Outcome of running the expectation suite on the snapshot."""
+
+    step: Literal["validate"] = "validate"
+    success: bool
+    dataset_digest: str
+    suite: str
+    evaluated: int
+    failures: list[Failure] = Field(default_factory=list)
+    result_uri: str
+    report_uri: str
+    mlflow_run_id: str | None = None
+
+
+class TrainResult(_Result):
+    """The candidate model and where it came from."""
+
+    step: Literal["train"] = "train"
+    mlflow_run_id: str
+    model_uri: str
+    model_id: str | None = None
+    task: TaskType
+    target: str
+    estimator: str
+    dataset_digest: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class EvaluateResult(_Result):
+    """Candidate and champion metrics on the same rows, and the gate decision."""
+
+    step: Literal["evaluate"] = "evaluate"
+    passed: bool
+    reasons: list[str] = Field(default_factory=list)
+    candidate: TrainResult
+    candidate_metrics: dict[str, float]
+    champion_version: str | None = None
+    champion_metrics: dict[str, float] | None = None
+    dataset_digest: str
+    report_uri: str | None = None
+    mlflow_run_id: str | None = None
+
+
+class PromoteResult(_Result):
+    """Where the candidate landed in the registry."""
+
+    step: Literal["promote"] = "promote"
+    model_name: str
+    version: str
+    alias: str
+    previous_version: str | None = None
+    moved: bool
+    mlflow_run_id: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------- specs
+
+
+class SplitSpec(_Model):
+    """How the snapshot is split into train and evaluation partitions."""
+
+    eval_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+    stratify: bool = Field(default=True, description="Stratify on the target column (classification).")
+
+
+class IngestSpec(_Model):
+    """Read a CSV or Parquet source and snapshot it into the artifact store."""
+
+    source: str = Field(min_length=1, description="Local path, file:// or s3:// URI.")
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    target: str | None = Field(default=None, description="Target column; required to stratify.")
+    split: SplitSpec = Field(default_factory=SplitSpec)
+
+
+def _dataset(value: Any, partition: str) -> Any:
+    """Accept an ingest result where a dataset is expected, and pick the named partition."""
+    if isinstance(value, IngestResult):
+        return getattr(value, partition)
+    if isinstance(value, dict) and "snapshot" in value:
+        return value[partition]
+    return value
+
+
+class ValidateSpec(_Model):
+    """Validate the snapshot against an expectation suite file."""
+
+    dataset: DatasetRef
+    suite: str = Field(min_length=1, description="Path or URI of a Great Expectations suite (JSON).")
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _snapshot(cls, value: Any) -> Any:
+        return _dataset(value, "snapshot")
+
+
+class TrainSpec(_Model):
+    """Train a scikit-learn estimator inside a preprocessing pipeline."""
+
+    dataset: DatasetRef
+    target: str = Field(min_length=1)
+    task: TaskType = "classification"
+    estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier"
+    params: dict[str, Any] = Field(default_factory=dict)
+    features: list[str] | None = Field(default=None, description="Feature columns; default all but target.")
+    seed: int = 42
+    allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
+    validation: ValidateResult | None = Field(default=None, description="Validation result, for lineage.")
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _train(cls, value: Any) -> Any:
+        return _dataset(value, "train")
+
+    @model_validator(mode="after")
+    def _check_estimator(self) -> TrainSpec:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*", self.estimator):
+            raise ValueError(f"estimator {self.estimator!r} is not an import path like 'sklearn.linear_model.Ridge'")
+        if not any(self.estimator.startswith(p) for p in self.allowed_estimator_prefixes):
+            allowed = ", ".join(self.allowed_estimator_prefixes)
+            raise ValueError(
+                f"estimator {self.estimator!r} is not allowed; allowed prefixes: {allowed} "
+                "(add to allowed_estimator_prefixes to permit it)"
+            )
+        if self.validation is not None and not self.validation.success:
+            raise ValueError("the dataset failed validation; refusing to train on it")
+        return self
+
+
+class Gate(_Model):
+    """An absolute threshold such as ``roc_auc >= 0.8``."""
+
+    metric: str
+    op: Literal[">=", ">", "<=", "<"] = ">="
+    value: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _GATE.match(value)
+            if not match:
+                raise ValueError(f"gate {value!r} is not of the form 'metric >= number'")
+            return {"metric": match[1], "op": match[2], "value": float(match[3])}
+        return value
+
+    def check(self, metrics: dict[str, float]) -> str | None:
+        """Return why the gate fails on these metrics, or None if it passes."""
+        actual = metrics.get(self.metric)
+        if actual is None:
+            return f"{self.metric} was not computed"
+        if not _OPS[self.op](actual, self.value):
+            return f"{self.metric} = {actual:.4f}, required {self.op} {self.value:g}"
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+class EvaluateSpec(_Model):
+    """Score candidate and champion on the frozen evaluation partition and decide."""
+
+    dataset: DatasetRef
+    candidate: TrainResult
+    registered_model: str = Field(min_length=1)
+    gates: list[Gate] = Field(default_factory=list, description="Absolute thresholds, e.g. 'roc_auc >= 0.8'.")
+    compare_metric: str | None = Field(default=None, description="Metric to compare with the champion.")
+    min_improvement: float = Field(default=0.0, description="Margin by which the candidate must beat the champion.")
+    champion_alias: str = "champion"
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _eval(cls, value: Any) -> Any:
+        return _dataset(value, "eval")
+
+    @model_validator(mode="after")
+    def _check_metrics(self) -> EvaluateSpec:
+        known = METRICS[self.candidate.task]
+        for name in [g.metric for g in self.gates] + ([self.compare_metric] if self.compare_metric else []):
+            if name not in known:
+                raise ValueError(
+                    f"unknown metric {name!r} for {self.candidate.task}; known: {', '.join(sorted(known))}"
+                )
+        return self
+
+    def comparison(self) -> str:
+        """The metric compared against the champion (default: the first gate's, else the task's main one)."""
+        if self.compare_metric:
+            return self.compare_metric
+        if self.gates:
+            return self.gates[0].metric
+        return "roc_auc" if self.candidate.task == "classification" else "rmse"
+
+
+class PromoteSpec(_Model):
+    """Register a candidate that passed evaluation and move an alias to it."""
+
+    evaluation: EvaluateResult
+    registered_model: str = Field(min_length=1)
+    alias: str = Field(default="champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    reason: str = ""
+
+
+SPECS: dict[str, type[_Model]] = {
+    "ingest": IngestSpec,
+    "validate": ValidateSpec,
+    "train": TrainSpec,
+    "evaluate": EvaluateSpec,
+    "promote": PromoteSpec,
+}
+RESULTS: dict[str, type[_Result]] = {
+    "ingest": IngestResult,
+    "validate": ValidateResult,
+    "train": TrainResult,
+    "evaluate": EvaluateResult,
+    "promote": PromoteResult,
+}

@@ -1,0 +1,248 @@
+"""The artifact store: the only code that reads and writes artifacts, on ``file://`` and ``s3://``.
+
+Writes are atomic (a reader sees the whole object or none of it): a local file is written beside its
+destination and renamed into place; an S3 object only becomes visible when its upload completes.
+Datasets are content-addressed: their key is derived from the sha256 of their bytes, so writing the
+same data twice is a no-op and a digest names exactly one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from mlops_ops.errors import StoreError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_CHUNK = 1 << 20
+#: Files larger than this go up and down in parts (boto3's managed transfer).
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path a plain path or ``file://`` URI names, or None for a remote URI."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri).absolute()
+    return None
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where S3 is and how to sign in; read from the environment (set by the runner from a connection)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+
+    @classmethod
+    def from_env(cls) -> S3Settings:
+        env = os.environ
+        return cls(
+            endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or env.get("MLFLOW_S3_ENDPOINT_URL"),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+            access_key=env.get("AWS_ACCESS_KEY_ID"),
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        )
+
+
+class Store:
+    """Reads and writes artifacts under a root URI (``file:///path`` or ``s3://bucket/prefix``)."""
+
+    def __init__(self, root: str, s3: S3Settings | None = None) -> None:
+        self.root = root.rstrip("/")
+        self._s3_settings = s3
+        path = local_path(self.root)
+        self._local_root = path
+        if path is None and urlparse(self.root).scheme != "s3":
+            raise StoreError(f"unsupported artifact root {root!r}: use a local path, file:// or s3://")
+
+    # ------------------------------------------------------------------------------------------ naming
+
+    def uri(self, key: str) -> str:
+        """The URI of a key under this store's root."""
+        if self._local_root is not None:
+            return (self._local_root / key).as_uri()
+        return f"{self.root}/{key}"
+
+    @staticmethod
+    def dataset_key(digest: str, suffix: str = ".parquet") -> str:
+        """Content-addressed key of a dataset file."""
+        return f"datasets/sha256/{digest[:2]}/{digest}{suffix}"
+
+    # --------------------------------------------------------------------------------------- writing
+
+    def put_file(self, key: str, path: str | Path) -> str:
+        """Copy a local file to ``key`` atomically; return its URI."""
+        target = self.uri(key)
+        dest = local_path(target)
+        try:
+            if dest is not None:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+                os.close(fd)
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, dest)
+            else:
+                bucket, obj = _split_s3(target)
+                self._s3.upload_file(str(path), bucket, obj, Config=self._transfer_config)
+        except OSError as exc:
+            raise StoreError(f"cannot write {target}: {exc}") from exc
+        except Exception as exc:  # botocore errors are not OSError
+            if type(exc).__module__.startswith(("botocore", "boto3")):
+                raise StoreError(f"cannot write {target}: {exc}") from exc
+            raise
+        return target
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        """Write bytes to ``key`` atomically; return its URI."""
+        with tempfile.NamedTemporaryFile(delete=False) as tmp:
+            tmp.write(data)
+        try:
+            return self.put_file(key, tmp.name)
+        finally:
+            os.unlink(tmp.name)
+
+    def put_content_addressed(self, path: str | Path, suffix: str = ".parquet") -> tuple[str, str]:
+        """Store a file under the key its digest names, unless it is there already; return (uri, digest)."""
+        digest = sha256_file(path)
+        key = self.dataset_key(digest, suffix)
+        if not self.exists(self.uri(key)):
+            self.put_file(key, path)
+        return self.uri(key), digest
+
+    # --------------------------------------------------------------------------------------- reading
+
+    def exists(self, uri: str) -> bool:
+        """Whether an object exists at ``uri``."""
+        path = local_path(uri)
+        if path is not None:
+            return path.is_file()
+        bucket, key = _split_s3(uri)
+        try:
+            self._s3.head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if _s3_status(exc) == 404:
+                return False
+            raise StoreError(f"cannot read {uri}: {exc}") from exc
+        return True
+
+    def get_bytes(self, uri: str) -> bytes:
+        """The bytes of the object at ``uri``."""
+        with self.open_local(uri) as path:
+            return Path(path).read_bytes()
+
+    def fetch(self, uri: str, dest: str | Path) -> Path:
+        """Copy the object at ``uri`` to a local file ``dest``."""
+        dest = Path(dest)
+        path = local_path(uri)
+        try:
+            if path is not None:
+                shutil.copyfile(path, dest)
+            else:
+                bucket, key = _split_s3(uri)
+                self._s3.download_file(bucket, key, str(dest), Config=self._transfer_config)
+        except FileNotFoundError as exc:
+            raise StoreError(f"no object at {uri}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read {uri}: {exc}") from exc
+        except Exception as exc:
+            if _s3_status(exc) == 404:
+                raise StoreError(f"no object at {uri}") from exc
+            if type(exc).__module__.startswith(("botocore", "boto3")):
+                raise StoreError(f"cannot read {uri}: {exc}") from exc
+            raise
+        return dest
+
+    def open_local(self, uri: str) -> _LocalCopy:
+        """A context manager giving a local path for ``uri``: the file itself, or a temporary download."""
+        return _LocalCopy(self, uri)
+
+    # ------------------------------------------------------------------------------------------- S3
+
+    @cached_property
+    def _s3(self) -> S3Client:
+        import boto3
+        from botocore.config import Config
+
+        settings = self._s3_settings or S3Settings.from_env()
+        return boto3.client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region or "us-east-1",
+            aws_access_key_id=settings.access_key,
+            aws_secret_access_key=settings.secret_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 5}),
+        )
+
+    @cached_property
+    def _transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
+
+
+class _LocalCopy:
+    def __init__(self, store: Store, uri: str) -> None:
+        self._store, self._uri = store, uri
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> Path:
+        path = local_path(self._uri)
+        if path is not None:
+            if not path.is_file():
+                raise StoreError(f"no object at {self._uri}")
+            return path
+        self._tmp = tempfile.TemporaryDirectory(prefix="mlops-")
+        name = Path(urlparse(self._uri).path).name or "object"
+        return self._store.fetch(self._uri, Path(self._tmp.name) / name)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StoreError(f"{uri!r} is not an s3://bucket/key URI")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def _s3_status(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = response.get("Error", {}).get("Code")
+    if code in ("404", "NoSuchKey", "NotFound"):
+        return 404
+    return int(status) if status else None
+
+
+def store_for(uri: str | None = None) -> Store:
+    """The store rooted at ``uri``, or at the configured artifact root."""
+    from mlops_ops.settings import artifact_root
+
+    return Store(uri or artifact_root())
