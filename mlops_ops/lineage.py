@@ -152,6 +152,22 @@ class StepRun:
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         self.client.log_figure(self.run_id, figure, artifact_file)
 
+    def find_training(self, fingerprint: str) -> dict[str, Any] | None:
+        """An earlier finished training in this experiment with the same fingerprint and a logged model."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`mlops.train.fingerprint` = '{fingerprint}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time ASC"],
+            max_results=20,
+        )
+        for found in runs:
+            tags = found.data.tags
+            if found.info.run_id != self.run_id and tags.get("mlops.model_uri") and "mlops.train.cached_from" not in tags:
+                metrics = {k.removeprefix("train_"): v for k, v in found.data.metrics.items() if k.startswith("train_")}
+                return {"run_id": found.info.run_id, "model_uri": tags["mlops.model_uri"],
+                        "model_id": tags.get("mlops.model_id") or None, "metrics": metrics}
+        return None
+
     def log_sklearn_model(self, model: Any, *, input_example: Any, pip_requirements: list[str]) -> tuple[str, str | None]:
         """Log the fitted pipeline with its signature and an input example; return (model_uri, model_id).
 

@@ -11,7 +11,9 @@ import operator
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlops_ops.errors import SpecError
 
 TaskType = Literal["classification", "regression"]
 
@@ -98,7 +100,10 @@ class TrainResult(_Result):
     target: str
     estimator: str
     dataset_digest: str
+    dataset_uri: str
+    validation_result_uri: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    cached: bool = Field(default=False, description="An earlier identical training was reused.")
 
 
 class EvaluateResult(_Result):
@@ -290,3 +295,15 @@ RESULTS: dict[str, type[_Result]] = {
     "evaluate": EvaluateResult,
     "promote": PromoteResult,
 }
+
+
+def parse_spec(step: str, raw: Any) -> _Model:
+    """Validate a raw spec for ``step``; a bad one raises one SpecError naming every invalid field."""
+    try:
+        return SPECS[step].model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(spec)'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise SpecError(f"invalid {step} spec: {problems}") from None

@@ -246,3 +246,11 @@ def store_for(uri: str | None = None) -> Store:
     from mlops_ops.settings import artifact_root
 
     return Store(uri or artifact_root())
+
+
+def write_uri(uri: str, data: bytes) -> str:
+    """Write bytes to a full path or URI (its parent is taken as the store root); return the URI."""
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    if not name:
+        raise StoreError(f"{uri!r} does not name an object")
+    return Store(parent or ".").put_bytes(name, data)

@@ -1,0 +1,148 @@
+"""The base of the step operators: render a spec, validate it, hand it to a runner, return the manifest.
+
+Operators are declarative: ``__init__`` records arguments and nothing else, and this module imports
+nothing heavy, because Airflow imports it every time it parses a DAG file.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+from mlops_ops.context import RunContext
+from mlops_ops.errors import DataError, PromotionRejected, SpecError, ValidationFailed
+from mlops_ops.runners import StepFailed, StepInvocation, get_runner
+from mlops_ops.specs import parse_spec
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from pydantic import BaseModel
+
+#: Exit codes of user mistakes: retrying cannot help, so the task fails at once.
+_FINAL = {SpecError.exit_code, DataError.exit_code, ValidationFailed.exit_code}
+_COMMON_FIELDS = ("runner", "artifact_root", "tracking_uri", "pipeline")
+
+
+def coerce(value: Any) -> Any:
+    """Turn a rendered template that spells a dict or list (``"{'a': 1}"``) back into one."""
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        text = value.strip()
+        try:
+            return json.loads(text)
+        except ValueError:
+            try:
+                return ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return value
+    if isinstance(value, list):
+        return [coerce(v) for v in value]
+    return value
+
+
+class MlopsStepOperator(BaseOperator):
+    """Runs one mlops-ops step through a runner and pushes its result manifest to XCom.
+
+    :param runner: ``local`` (a child process) or ``kubernetes`` (a pod). (templated)
+    :param runner_options: Settings for the runner, e.g. pod resources for ``kubernetes``. (templated)
+    :param artifact_root: Artifact store root URI; default ``$MLOPS_ARTIFACT_ROOT`` or the embedded folder. (templated)
+    :param tracking_uri: MLflow tracking URI; default ``$MLFLOW_TRACKING_URI`` or the embedded database. (templated)
+    :param pipeline: Pipeline id used for lineage; default the DAG id. (templated)
+    """
+
+    step_name: ClassVar[str]
+    spec_fields: ClassVar[Sequence[str]] = ()
+    template_fields: Sequence[str] = (*_COMMON_FIELDS, "runner_options")
+    ui_color = "#dbeafe"
+
+    def __init__(
+        self,
+        *,
+        runner: str = "local",
+        runner_options: dict[str, Any] | None = None,
+        artifact_root: str | None = None,
+        tracking_uri: str | None = None,
+        pipeline: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.runner = runner
+        self.runner_options = runner_options
+        self.artifact_root = artifact_root
+        self.tracking_uri = tracking_uri
+        self.pipeline = pipeline
+
+    # ----------------------------------------------------------------------------------------- spec
+
+    def build_spec(self) -> dict[str, Any]:
+        """The rendered spec fields, dropping the ones left unset."""
+        values = {name: coerce(getattr(self, name)) for name in self.spec_fields}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def check(self, spec: BaseModel) -> None:
+        """Last check before the step runs; subclasses may skip or fail the task here."""
+
+    def step_env(self, context: Context) -> dict[str, str]:
+        """Non-secret environment of the step process or pod."""
+        env = {
+            "AIRFLOW_CTX_DAG_ID": self.dag_id,
+            "AIRFLOW_CTX_TASK_ID": self.task_id,
+            "AIRFLOW_CTX_DAG_RUN_ID": str(context["run_id"]),
+        }
+        if self.artifact_root:
+            env["MLOPS_ARTIFACT_ROOT"] = self.artifact_root
+        if self.tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        return env
+
+    def secret_env(self, context: Context) -> dict[str, str]:
+        """Credentials for the step; handed to pods through a Kubernetes Secret, never in the spec."""
+        return {}
+
+    # -------------------------------------------------------------------------------------- execute
+
+    def invocation(self, context: Context) -> StepInvocation:
+        """The validated step invocation this task would run."""
+        try:
+            spec = parse_spec(self.step_name, self.build_spec())
+        except SpecError as exc:
+            raise AirflowFailException(str(exc)) from None
+        self.check(spec)
+        ti = context["ti"]
+        ctx = RunContext(
+            pipeline=self.pipeline or self.dag_id,
+            run_id=str(context["run_id"]),
+            step=self.task_id,
+            try_number=max(int(ti.try_number or 1), 1),
+        )
+        return StepInvocation(
+            step=self.step_name,
+            spec=spec.model_dump(mode="json"),
+            ctx=ctx,
+            env=self.step_env(context),
+            secret_env=self.secret_env(context),
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        invocation = self.invocation(context)
+        runner = get_runner(self.runner, **(coerce(self.runner_options) or {}))
+        self.log.info("running step %s via the %s runner (try %d)", self.step_name, self.runner, invocation.ctx.try_number)
+        try:
+            result = runner.run(invocation, log=self.log.info, context=context)
+        except StepFailed as exc:
+            raise self._airflow_error(exc) from None
+        if result.get("mlflow_run_id"):
+            self.log.info("MLflow run id: %s", result["mlflow_run_id"])
+        return result
+
+    def _airflow_error(self, exc: StepFailed) -> AirflowException:
+        message = f"step {self.step_name} failed: {exc.message}"
+        if exc.exit_code in _FINAL:
+            return AirflowFailException(message)
+        if exc.exit_code == PromotionRejected.exit_code:
+            return AirflowSkipException(message)
+        return AirflowException(message)

@@ -1,0 +1,61 @@
+"""Metrics of a fitted model on one partition, named as in ``specs.METRICS``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_ops.errors import DataError
+
+
+def compute(task: str, model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+    """Compute the task's metrics; the keys match ``specs.METRICS[task]``."""
+    if task == "classification":
+        return _classification(model, x, y)
+    return _regression(model, x, y)
+
+
+def unseen_labels(model: Any, y: pd.Series) -> list[Any]:
+    """Labels in ``y`` that the classifier never saw in training."""
+    known = set(np.asarray(model.classes_).tolist())
+    return sorted({v for v in pd.unique(y).tolist() if v not in known}, key=str)
+
+
+def _classification(model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+    from sklearn import metrics
+
+    unseen = unseen_labels(model, y)
+    if unseen:
+        raise DataError(f"labels {unseen[:10]} were not seen in training; the model knows {list(model.classes_)}")
+    predicted = model.predict(x)
+    proba = model.predict_proba(x)
+    classes = list(model.classes_)
+    binary = len(classes) == 2
+    average = "binary" if binary else "macro"
+    pos = {"pos_label": classes[1]} if binary else {}
+    out = {
+        "accuracy": metrics.accuracy_score(y, predicted),
+        "f1": metrics.f1_score(y, predicted, average=average, zero_division=0, **pos),
+        "precision": metrics.precision_score(y, predicted, average=average, zero_division=0, **pos),
+        "recall": metrics.recall_score(y, predicted, average=average, zero_division=0, **pos),
+        "log_loss": metrics.log_loss(y, proba, labels=classes),
+    }
+    if y.nunique() > 1:
+        if binary:
+            out["roc_auc"] = metrics.roc_auc_score(y, proba[:, 1])
+        else:
+            out["roc_auc"] = metrics.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _regression(model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+    from sklearn import metrics
+
+    predicted = model.predict(x)
+    return {
+        "rmse": float(np.sqrt(metrics.mean_squared_error(y, predicted))),
+        "mae": float(metrics.mean_absolute_error(y, predicted)),
+        "r2": float(metrics.r2_score(y, predicted)),
+    }
