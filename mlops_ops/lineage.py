@@ -51,8 +51,12 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="mlflow")
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Advice about pickle formats and pip probing is about MLflow's defaults, not about this run.
+    for name in ("mlflow.sklearn", "mlflow.utils.environment", "mlflow.models.model"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def client() -> MlflowClient:
@@ -141,6 +145,9 @@ class StepRun:
         import mlflow
 
         dataset = mlflow.data.from_pandas(df, source=uri, name=name, digest=digest[:36], targets=target)
+        # MLflow infers the schema value by value in Python (about 7 s per million rows); a sample that
+        # holds each column's first missing value gives the same types and the same required flags.
+        dataset.__dict__["schema"] = _schema_of_sample(df)
         mlflow.log_input(dataset, context=context)
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
@@ -190,6 +197,24 @@ class StepRun:
         )
         self.tag(**{"mlops.model_uri": info.model_uri, "mlops.model_id": info.model_id or ""})
         return info.model_uri, info.model_id
+
+
+def _schema_of_sample(df: pd.DataFrame, rows: int = 1000) -> Any:
+    """The MLflow schema of ``df``, inferred from its first rows plus the first missing value per column."""
+    from mlflow.types.utils import _infer_schema
+
+    sample = df
+    if len(df) > rows:
+        missing = df.isna().to_numpy()
+        first_missing = {int(missing[:, i].argmax()) for i in range(missing.shape[1]) if missing[:, i].any()}
+        sample = df.iloc[sorted(set(range(rows)) | first_missing)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the hint about integer columns and missing values
+            return _infer_schema(sample)
+    except Exception as exc:
+        log.debug("no MLflow schema for the dataset: %s", exc)
+        return None
 
 
 @contextlib.contextmanager

@@ -181,7 +181,7 @@ class TrainSpec(_Model):
     target: str = Field(min_length=1)
     task: TaskType = "classification"
     estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier"
-    params: dict[str, Any] = Field(default_factory=dict)
+    estimator_params: dict[str, Any] = Field(default_factory=dict)
     features: list[str] | None = Field(default=None, description="Feature columns; default all but target.")
     seed: int = 42
     allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from mlops_ops.context import RunContext
 from mlops_ops.errors import DataError, PromotionRejected, SpecError, ValidationFailed
 from mlops_ops.runners import StepFailed, StepInvocation, get_runner
+from mlops_ops.settings import artifact_root
 from mlops_ops.specs import parse_spec
 
 if TYPE_CHECKING:
@@ -119,12 +120,14 @@ class MlopsStepOperator(BaseOperator):
             step=self.task_id,
             try_number=max(int(ti.try_number or 1), 1),
         )
+        root = (self.artifact_root or artifact_root()).rstrip("/")
         return StepInvocation(
             step=self.step_name,
             spec=spec.model_dump(mode="json"),
             ctx=ctx,
             env=self.step_env(context),
             secret_env=self.secret_env(context),
+            result_uri=f"{root}/{ctx.result_key()}",
         )
 
     def execute(self, context: Context) -> dict[str, Any]:

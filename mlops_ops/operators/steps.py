@@ -60,7 +60,7 @@ class TrainOperator(MlopsStepOperator):
     :param target: Target column. (templated)
     :param task: ``classification`` or ``regression``. (templated)
     :param estimator: Import path of the estimator, e.g. ``sklearn.linear_model.LogisticRegression``. (templated)
-    :param params: Estimator parameters. (templated)
+    :param estimator_params: Estimator parameters. (templated)
     :param features: Feature columns; default all but the target. (templated)
     :param seed: Random seed. (templated)
     :param validation: The validation result (``validate.output``), recorded for lineage. (templated)
@@ -68,19 +68,20 @@ class TrainOperator(MlopsStepOperator):
     """
 
     step_name = "train"
-    spec_fields = ("dataset", "target", "task", "estimator", "params", "features", "seed", "validation",
+    spec_fields = ("dataset", "target", "task", "estimator", "estimator_params", "features", "seed", "validation",
                    "allowed_estimator_prefixes")
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, *spec_fields)
     ui_color = "#fef3c7"
 
     def __init__(self, *, dataset: Any, target: str, task: str = "classification",
                  estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier",
-                 params: dict[str, Any] | str | None = None, features: list[str] | None = None,
+                 estimator_params: dict[str, Any] | str | None = None, features: list[str] | None = None,
                  seed: int | str = 42, validation: Any = None,
                  allowed_estimator_prefixes: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.dataset, self.target, self.task, self.estimator = dataset, target, task, estimator
-        self.params, self.features, self.seed, self.validation = params, features, seed, validation
+        self.estimator_params, self.features, self.seed = estimator_params, features, seed
+        self.validation = validation
         self.allowed_estimator_prefixes = allowed_estimator_prefixes
 
 

@@ -123,10 +123,10 @@ def _fit_and_log(spec: TrainSpec, mlrun: lineage.StepRun, store: Store) -> tuple
         frame = pd.read_parquet(path)
     x, y = split_xy(frame, spec.target, spec.features)
     _check_task(y, spec)
-    model = build_pipeline(x, load_estimator(spec.estimator, spec.params, spec.seed))
+    model = build_pipeline(x, load_estimator(spec.estimator, spec.estimator_params, spec.seed))
     mlrun.log_params(
         {"estimator": spec.estimator, "task": spec.task, "target": spec.target, "seed": spec.seed, "rows": len(frame)}
-        | {f"model.{k}": v for k, v in spec.params.items()}
+        | {f"model.{k}": v for k, v in spec.estimator_params.items()}
     )
     mlrun.log_dataset(frame, name="train", uri=spec.dataset.uri, digest=spec.dataset.digest, context="training", target=spec.target)
     started = time.perf_counter()
