@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -60,7 +61,9 @@ class S3Settings:
     def from_env(cls) -> S3Settings:
         env = os.environ
         return cls(
-            endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or env.get("MLFLOW_S3_ENDPOINT_URL"),
+            endpoint_url=env.get("AWS_ENDPOINT_URL_S3")
+            or env.get("AWS_ENDPOINT_URL")
+            or env.get("MLFLOW_S3_ENDPOINT_URL"),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
             access_key=env.get("AWS_ACCESS_KEY_ID"),
             secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
@@ -99,11 +102,7 @@ class Store:
         dest = local_path(target)
         try:
             if dest is not None:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-                os.close(fd)
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, dest)
+                _copy_atomic(Path(path), dest)
             else:
                 bucket, obj = _split_s3(target)
                 self._s3.upload_file(str(path), bucket, obj, Config=self._transfer_config)
@@ -216,11 +215,33 @@ class _LocalCopy:
             return path
         self._tmp = tempfile.TemporaryDirectory(prefix="mlops-")
         name = Path(urlparse(self._uri).path).name or "object"
-        return self._store.fetch(self._uri, Path(self._tmp.name) / name)
+        try:
+            return self._store.fetch(self._uri, Path(self._tmp.name) / name)
+        except BaseException:
+            # __exit__ does not run when __enter__ raises, so the download folder is removed here.
+            self._tmp.cleanup()
+            self._tmp = None
+            raise
 
     def __exit__(self, *exc: object) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _copy_atomic(source: Path, dest: Path) -> None:
+    """Copy ``source`` to a hidden ``.part`` file beside ``dest`` and rename it into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part")
+    try:
+        # Create it with open() rather than mkstemp so it gets the umask's mode (usually 0644), not 0600:
+        # other users (an MLflow server, a pod with another uid) must be able to read the artifact.
+        with open(tmp, "xb"):
+            pass
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
