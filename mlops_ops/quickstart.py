@@ -122,9 +122,15 @@ def _metrics(values: dict[str, float]) -> str:
               help="Demo batch (base, drift, corrupt) or a path/URI of your own CSV or Parquet.")
 @click.option("--dags-folder", type=click.Path(path_type=Path, file_okay=False), default=Path("dags"), show_default=True)
 @click.option("--conf", "extra_conf", default="{}", help="Extra DAG params as JSON (the UI form's fields).")
-def main(batch: str, dags_folder: Path, extra_conf: str) -> None:
+@click.option("--ui", is_flag=True, help="Instead, start Airflow (API server, scheduler, DAG processor) on this home.")
+def main(batch: str, dags_folder: Path, extra_conf: str, ui: bool) -> None:
     """Run mlops_training end to end in Airflow on demo data and print what happened."""
     env = airflow_env(dags_folder, Path("plugins") if Path("plugins").is_dir() else None)
+    if ui:
+        env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
+        click.echo(f"Starting Airflow on {env['AIRFLOW_HOME']}; the admin password is printed below and kept "
+                   "in simple_auth_manager_passwords.json.generated there.")
+        os.execve(str(Path(sys.executable).with_name("airflow")), ["airflow", "standalone"], env)
     log = mlops_home() / "demo.log"
     data = str(DATA_DIR / BATCHES[batch]) if batch in BATCHES else batch
     conf = {"data_uri": data} | json.loads(extra_conf)
