@@ -8,6 +8,7 @@ A user's mistake ends with one line on stderr and an exit code from ``mlops_ops.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import sys
@@ -95,7 +96,9 @@ def step(name: str, spec_arg: str, pipeline: str, run_id: str, step_id: str | No
     _configure_logging(verbose)
     raw = _load_json(spec_arg, "--spec")
     spec = parse_spec(name, raw)
-    ctx = RunContext(pipeline=pipeline, run_id=run_id, step=step_id or name, try_number=try_number)
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
+    ctx = RunContext(pipeline=pipeline, run_id=run_id, step=step_id or name, try_number=try_number,
+                     spec_digest=hashlib.sha256(canonical).hexdigest())
     log = logging.getLogger("mlops_ops.cli")
     log.info("step %s: pipeline=%s run=%s try=%d", ctx.step, ctx.pipeline, ctx.run_id, ctx.try_number)
     started = time.perf_counter()

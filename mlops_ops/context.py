@@ -18,6 +18,7 @@ class RunContext(BaseModel):
     run_id: str = Field(default="manual", min_length=1, description="Pipeline run id (the DAG run id).")
     step: str = Field(min_length=1, description="Step or task id.")
     try_number: int = Field(default=1, ge=1)
+    spec_digest: str | None = Field(default=None, description="sha256 of the step's spec; a retry has the same one.")
 
     @property
     def run_key(self) -> str:

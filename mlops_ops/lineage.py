@@ -226,7 +226,11 @@ def step_run(ctx: RunContext) -> Iterator[StepRun]:
     exp_id = experiment_id(mlflow_client, ctx.pipeline)
     base = {RUN_KEY: ctx.run_key}
     parent = _find_or_create(mlflow_client, exp_id, {**base, ROLE: "pipeline"}, f"{ctx.pipeline}:{ctx.run_id}")
-    child = _find_or_create(mlflow_client, exp_id, {**base, ROLE: "step", STEP: ctx.step}, ctx.step)
+    child_key = {**base, ROLE: "step", STEP: ctx.step}
+    if ctx.spec_digest:
+        # The same step run again with another spec (an ad-hoc CLI run, say) is another run.
+        child_key["mlops.spec_digest"] = ctx.spec_digest[:16]
+    child = _find_or_create(mlflow_client, exp_id, child_key, ctx.step)
     identity = {
         "mlflow.parentRunId": parent,
         "mlops.pipeline": ctx.pipeline,
