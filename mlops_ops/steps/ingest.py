@@ -1,0 +1,292 @@
+"""Ingest step: snapshot a CSV or Parquet source as canonical Parquet and split it into train and eval.
+
+The snapshot and both partitions are content-addressed in the store, so ingesting the same data with
+the same split twice writes nothing new and returns the same URIs and digests. The work is done in
+Arrow (not pandas) to keep a million-row table cheap in time and memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from mlops_ops import lineage
+from mlops_ops.errors import DataError, SpecError
+from mlops_ops.specs import DatasetRef, IngestResult, IngestSpec, SplitSpec
+
+if TYPE_CHECKING:
+    from mlops_ops.context import RunContext
+    from mlops_ops.store import Store
+
+log = logging.getLogger(__name__)
+
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+#: Fixed Parquet writer settings: the same table always gives the same bytes.
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "row_group_size": 256 * 1024, "version": "2.6"}
+#: A target with at most this many distinct values is treated as classes and stratified on.
+MAX_CLASSES = 50
+
+
+def run(spec: IngestSpec, ctx: RunContext, store: Store) -> IngestResult:
+    """Snapshot ``spec.source`` into the store and split it into train and eval partitions.
+
+    Args:
+        spec: Source, format, target column and split settings.
+        ctx: The run this step belongs to (names its MLflow run).
+        store: The artifact store the snapshot and partitions are written to.
+
+    Raises:
+        DataError: The source is missing, empty, unreadable, lacks the target or has missing targets.
+        SpecError: The format cannot be told from the source's name.
+    """
+    with lineage.step_run(ctx) as run:
+        started = time.monotonic()
+        table = read_source(spec.source, store, spec.format)
+        log.info(
+            "read %s: %d rows x %d columns in %.2fs",
+            spec.source,
+            table.num_rows,
+            table.num_columns,
+            time.monotonic() - started,
+        )
+        if spec.target is not None:
+            _check_target(table, spec.target, spec.source)
+        with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as tmp:
+            snapshot = _put_dataset(table, store, Path(tmp) / "snapshot.parquet")
+            log.info("snapshot %s (%d rows, sha256 %s)", snapshot.uri, snapshot.rows, snapshot.digest[:12])
+            train_idx, eval_idx = split_indices(table, spec.target, spec.split)
+            train = _put_dataset(table.take(train_idx), store, Path(tmp) / "train.parquet")
+            holdout = _put_dataset(table.take(eval_idx), store, Path(tmp) / "eval.parquet")
+        log.info("split %d train / %d eval rows (seed %d)", train.rows, holdout.rows, spec.split.seed)
+        result = IngestResult(
+            source=spec.source, snapshot=snapshot, train=train, eval=holdout, mlflow_run_id=run.run_id
+        )
+        _log_lineage(run, spec, table, result)
+        log.info("ingest finished in %.2fs", time.monotonic() - started)
+        return result
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+def source_format(source: str, declared: str = "auto") -> str:
+    """``csv`` or ``parquet``: the declared format, or the one the source's suffix names."""
+    if declared != "auto":
+        return declared
+    name = source.lower().rstrip("/")
+    if name.endswith(_CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    suffix = Path(name).suffix or "(none)"
+    raise SpecError(
+        f"cannot tell the format of {source!r} from its suffix {suffix!r}; set format to 'csv' or 'parquet'"
+    )
+
+
+def read_source(source: str, store: Store, declared: str = "auto") -> pa.Table:
+    """Read a CSV or Parquet file from a path or URI into a canonical Arrow table (one chunk per column).
+
+    Canonical means: no pandas index or metadata, nulls for empty cells, contiguous columns, so the
+    same data always writes the same Parquet bytes.
+    """
+    fmt = source_format(source, declared)
+    if not store.exists(source):
+        raise DataError(f"source {source!r} not found: no such file; check the path or URI")
+    with store.open_local(source) as path:
+        size = path.stat().st_size
+        if size == 0:
+            raise DataError(f"source {source!r} is empty (0 bytes); point the step at a file with a header and rows")
+        table = _read_csv(path, source) if fmt == "csv" else _read_parquet(path, source)
+    if table.num_rows == 0:
+        raise DataError(f"source {source!r} has a header but no rows; it needs at least one data row")
+    names = table.column_names
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"source {source!r} has duplicate column names {duplicates}; rename them")
+    return table.replace_schema_metadata(None).combine_chunks()
+
+
+def _read_csv(path: Path, source: str) -> pa.Table:
+    convert = pcsv.ConvertOptions(strings_can_be_null=True)
+    parse = pcsv.ParseOptions(delimiter="\t" if path.name.lower().endswith(".tsv") else ",")
+    try:
+        table = pcsv.read_csv(path, parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        message = str(exc).splitlines()[0]
+        if "utf8" in message.lower().replace("-", ""):
+            raise DataError(
+                f"source {source!r} is not valid UTF-8{_where_not_utf8(path)}; re-encode it as UTF-8"
+            ) from exc
+        if "empty" in message.lower():
+            raise DataError(
+                f"source {source!r} has no header and no rows; it needs a header line and data rows"
+            ) from exc
+        raise DataError(f"cannot parse {source!r} as CSV: {message}; fix the file or set format") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read {source!r}: {exc}") from exc
+    # Arrow reads a column with invalid UTF-8 as binary rather than failing.
+    binary = [f.name for f in table.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+    if binary:
+        raise DataError(
+            f"source {source!r} is not valid UTF-8{_where_not_utf8(path)} in column {binary[0]!r}; re-encode it as UTF-8"
+        )
+    return table
+
+
+def _read_parquet(path: Path, source: str) -> pa.Table:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        message = str(exc).splitlines()[0]
+        raise DataError(
+            f"cannot read {source!r} as Parquet: {message}; the file is truncated or not Parquet, write it again"
+        ) from exc
+    # Unnamed pandas indexes come back as "__index_level_N__" columns: drop them, as reset_index would.
+    return table.drop_columns([n for n in table.column_names if n.startswith("__index_level_")])
+
+
+def _where_not_utf8(path: Path) -> str:
+    """Where the first invalid UTF-8 byte of an uncompressed file is, as text for an error message."""
+    if not path.name.lower().endswith((".csv", ".tsv")):
+        return ""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            pending = decoder.getstate()[0]
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                data = pending + chunk
+                return f" (byte 0x{data[exc.start]:02x} at offset {offset - len(pending) + exc.start})"
+            offset += len(chunk)
+    return ""
+
+
+def _check_target(table: pa.Table, target: str, source: str) -> None:
+    if target not in table.column_names:
+        available = ", ".join(table.column_names)
+        raise DataError(f"target column {target!r} is not in {source!r}; available columns: {available}")
+    column = table.column(target)
+    missing = column.null_count
+    if pa.types.is_floating(column.type):
+        missing += pc.sum(pc.is_nan(column)).as_py() or 0
+    if missing:
+        raise DataError(
+            f"target column {target!r} has {missing} missing values in {table.num_rows} rows; "
+            "drop or fill those rows before ingesting"
+        )
+
+
+# ----------------------------------------------------------------------------------------- splitting
+
+
+def split_indices(table: pa.Table, target: str | None, split: SplitSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the train and eval partitions, each in table order; stratified on class targets."""
+    rng = np.random.default_rng(split.seed)
+    codes = _class_codes(table, target) if split.stratify and target is not None else None
+    if codes is None:
+        groups = [np.arange(table.num_rows)]
+    else:
+        order = np.argsort(codes, kind="stable")
+        groups = np.split(order, np.cumsum(np.bincount(codes))[:-1])
+    eval_parts = []
+    for rows in groups:
+        n_eval = int(np.floor(len(rows) * split.eval_fraction + 0.5))
+        eval_parts.append(rows[rng.permutation(len(rows))[:n_eval]])
+    eval_idx = np.sort(np.concatenate(eval_parts))
+    if len(eval_idx) == 0 or len(eval_idx) == table.num_rows:
+        raise DataError(
+            f"cannot split {table.num_rows} rows with eval_fraction {split.eval_fraction}: one partition would be "
+            "empty; ingest more rows or change eval_fraction"
+        )
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[eval_idx] = False
+    return np.flatnonzero(keep), eval_idx
+
+
+def _class_codes(table: pa.Table, target: str) -> np.ndarray | None:
+    """Class number (in sorted class order) of every row, or None if the target does not look like classes."""
+    column = table.column(target)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    kind = column.type
+    if pa.types.is_floating(kind) and not pc.all(pc.equal(column, pc.floor(column))).as_py():
+        log.info("not stratifying: target %r has fractional values", target)
+        return None
+    if not (
+        pa.types.is_floating(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+    ):
+        log.info("not stratifying: target %r has type %s", target, kind)
+        return None
+    classes = pc.unique(column)
+    if len(classes) > MAX_CLASSES:
+        log.info("not stratifying: target %r has %d distinct values (more than %d)", target, len(classes), MAX_CLASSES)
+        return None
+    ordered = classes.take(pc.sort_indices(classes))
+    return np.asarray(pc.index_in(column, value_set=ordered).to_numpy(), dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def _put_dataset(table: pa.Table, store: Store, path: Path) -> DatasetRef:
+    """Write ``table`` as canonical Parquet and store it under its digest."""
+    pq.write_table(table.combine_chunks(), path, **PARQUET_OPTIONS)  # type: ignore[arg-type]
+    uri, digest = store.put_content_addressed(path)
+    return DatasetRef(uri=uri, digest=digest, rows=table.num_rows, columns=pandas_dtypes(table))
+
+
+def pandas_dtypes(table: pa.Table) -> dict[str, str]:
+    """The dtype each column has when the Parquet file is read with pandas."""
+    dtypes: dict[str, str] = {}
+    for field, column in zip(table.schema, table.columns, strict=True):
+        dtype = str(pa.schema([field]).empty_table().to_pandas().dtypes.iloc[0])
+        if column.null_count and (pa.types.is_integer(field.type) or pa.types.is_boolean(field.type)):
+            # pandas has no missing value for numpy integers and booleans.
+            dtype = "float64" if pa.types.is_integer(field.type) else "object"
+        dtypes[field.name] = dtype
+    return dtypes
+
+
+def _log_lineage(run: lineage.StepRun, spec: IngestSpec, table: pa.Table, result: IngestResult) -> None:
+    import pandas as pd
+
+    snapshot = result.snapshot
+    name = spec.source.rstrip("/").rsplit("/", 1)[-1].split(".")[0] or "snapshot"
+    # Arrow-backed columns: pandas gets a view of the table, not a copy of every string.
+    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+    run.log_dataset(frame, name=name, uri=snapshot.uri, digest=snapshot.digest, context="ingest", target=spec.target)
+    params = {
+        "source": spec.source,
+        "format": source_format(spec.source, spec.format),
+        "split": spec.split.model_dump(mode="json"),
+    }
+    run.log_params(params | ({"target": spec.target} if spec.target else {}))
+    run.log_metrics(
+        {
+            "rows": snapshot.rows,
+            "columns": len(snapshot.columns),
+            "train_rows": result.train.rows,
+            "eval_rows": result.eval.rows,
+        }
+    )
+    run.tag(**{"mlops.dataset.uri": snapshot.uri, "mlops.dataset.digest": snapshot.digest})
+    run.log_text(json.dumps(result.model_dump(mode="json"), indent=2), "ingest/result.json")

@@ -1,0 +1,237 @@
+"""The ingest step: canonical content-addressed snapshots, a deterministic split, and clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from mlops_ops import lineage
+from mlops_ops.context import RunContext
+from mlops_ops.demo import DATA_DIR
+from mlops_ops.errors import DataError, SpecError
+from mlops_ops.specs import IngestResult, IngestSpec, SplitSpec
+from mlops_ops.steps import ingest
+from mlops_ops.store import Store, local_path, store_for
+
+CHURN = str(DATA_DIR / "churn.csv")
+
+
+def run_ingest(source: str | Path, target: str | None = "churned", run_id: str = "r1", **split: object) -> IngestResult:
+    spec = IngestSpec(source=str(source), target=target, split=SplitSpec(**split))  # type: ignore[arg-type]
+    return ingest.run(spec, RunContext(pipeline="test", run_id=run_id, step="ingest"), store_for())
+
+
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One MLflow database for the tests that only look at the step's output (creating one costs ~1 s)."""
+    home = tmp_path_factory.mktemp("mlops")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_HOME", str(home))
+        for var in ("MLOPS_ARTIFACT_ROOT", "MLFLOW_TRACKING_URI", "MLOPS_MLFLOW_ARTIFACT_ROOT"):
+            mp.delenv(var, raising=False)
+        yield home
+
+
+@pytest.fixture
+def labelled(tmp_path: Path) -> Path:
+    """1,000 rows with a row id and an imbalanced label: 100 positives, 900 negatives."""
+    rng = np.random.default_rng(1)
+    label = np.zeros(1000, dtype=int)
+    label[rng.choice(1000, 100, replace=False)] = 1
+    path = tmp_path / "labelled.csv"
+    pd.DataFrame({"row": np.arange(1000), "x": rng.normal(size=1000), "label": label}).to_csv(path, index=False)
+    return path
+
+
+def read(uri: str) -> pd.DataFrame:
+    path = local_path(uri)
+    assert path is not None
+    return pd.read_parquet(path)
+
+
+# ------------------------------------------------------------------------------------------ the snapshot
+
+
+def test_the_snapshot_holds_the_source_rows_with_schema_and_digest(mlops_home: Path) -> None:
+    result = run_ingest(CHURN)
+    source = pd.read_csv(CHURN)
+    snapshot = read(result.snapshot.uri)
+    pd.testing.assert_frame_equal(snapshot, source)
+    path = local_path(result.snapshot.uri)
+    assert path is not None and path.is_relative_to(mlops_home / "artifacts" / "datasets" / "sha256")
+    assert result.snapshot.digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert result.snapshot.digest in result.snapshot.uri
+    assert result.snapshot.rows == 5000
+    assert result.snapshot.columns == source.dtypes.astype(str).to_dict()
+    assert pq.read_metadata(path).metadata is None or b"pandas" not in pq.read_metadata(path).metadata
+
+
+def test_ingesting_twice_gives_the_same_uris_and_one_dataset_input(mlops_home: Path) -> None:
+    first = run_ingest(CHURN)
+    again = run_ingest(CHURN)
+    other_run = run_ingest(CHURN, run_id="r2")
+    assert again == first
+    assert other_run.model_dump(exclude={"mlflow_run_id"}) == first.model_dump(exclude={"mlflow_run_id"})
+    assert other_run.mlflow_run_id != first.mlflow_run_id
+    stored = sorted((mlops_home / "artifacts" / "datasets").rglob("*.parquet"))
+    assert len(stored) == 3
+    client = lineage.client()
+    for result in (first, other_run):
+        assert result.mlflow_run_id is not None
+        run = client.get_run(result.mlflow_run_id)
+        assert run.inputs is not None
+        inputs = run.inputs.dataset_inputs
+        assert len(inputs) == 1
+        assert inputs[0].dataset.digest == first.snapshot.digest[:36]
+        assert inputs[0].dataset.name == "churn"
+        assert run.data.metrics["rows"] == 5000 and run.data.metrics["columns"] == 9
+        assert run.data.params["source"] == CHURN
+        assert run.data.tags["mlops.dataset.digest"] == first.snapshot.digest
+
+
+def test_parquet_sources_lose_their_pandas_index_and_give_the_csv_snapshot(shared_home: Path, tmp_path: Path) -> None:
+    frame = pd.read_csv(CHURN)
+    frame.index = frame.index * 7  # not a RangeIndex: pandas writes it as a column
+    frame.to_parquet(tmp_path / "churn.parquet")
+    from_parquet = run_ingest(tmp_path / "churn.parquet")
+    from_csv = run_ingest(CHURN)
+    assert "__index_level_0__" not in from_parquet.snapshot.columns
+    pd.testing.assert_frame_equal(read(from_parquet.snapshot.uri), read(from_csv.snapshot.uri))
+    assert from_parquet.snapshot.digest == from_csv.snapshot.digest
+
+
+def test_a_file_uri_names_the_same_source(shared_home: Path) -> None:
+    assert run_ingest(Path(CHURN).as_uri()).snapshot == run_ingest(CHURN).snapshot
+
+
+# ---------------------------------------------------------------------------------------------- split
+
+
+def test_the_split_is_stratified_disjoint_and_complete(shared_home: Path, labelled: Path) -> None:
+    result = run_ingest(labelled, target="label", eval_fraction=0.2)
+    train, holdout = read(result.train.uri), read(result.eval.uri)
+    assert (result.train.rows, result.eval.rows) == (800, 200)
+    assert holdout["label"].sum() == 20 and train["label"].sum() == 80
+    assert set(train["row"]).isdisjoint(holdout["row"])
+    assert sorted([*train["row"], *holdout["row"]]) == list(range(1000))
+    assert train["row"].is_monotonic_increasing and holdout["row"].is_monotonic_increasing
+
+
+def test_the_seed_decides_the_split(shared_home: Path, labelled: Path) -> None:
+    first = run_ingest(labelled, target="label", seed=1)
+    assert run_ingest(labelled, target="label", seed=1).eval == first.eval
+    assert run_ingest(labelled, target="label", seed=2).eval.digest != first.eval.digest
+
+
+def test_a_continuous_target_is_split_without_strata(shared_home: Path, labelled: Path) -> None:
+    result = run_ingest(labelled, target="x", eval_fraction=0.25)
+    assert (result.train.rows, result.eval.rows) == (750, 250)
+
+
+def test_split_indices_round_each_class_and_keep_every_row() -> None:
+    import pyarrow as pa
+
+    table = pa.table({"y": ["b"] * 7 + ["a"] * 3 + ["c"]})
+    train, holdout = ingest.split_indices(table, "y", SplitSpec(eval_fraction=0.3, seed=0))
+    labels = np.asarray(table["y"])
+    # 7 * 0.3 = 2.1 -> 2, 3 * 0.3 = 0.9 -> 1, 1 * 0.3 -> 0
+    assert sorted(labels[holdout]) == ["a", "b", "b"]
+    assert sorted([*train, *holdout]) == list(range(11))
+
+
+def test_too_few_rows_to_split_is_a_data_error(shared_home: Path, tmp_path: Path) -> None:
+    (tmp_path / "one.csv").write_text("a,y\n1,0\n")
+    with pytest.raises(DataError, match=r"cannot split 1 rows with eval_fraction 0.2: one partition would be empty"):
+        run_ingest(tmp_path / "one.csv", target="y")
+
+
+# ------------------------------------------------------------------------------------------ bad inputs
+
+
+def test_an_empty_file_is_a_data_error(shared_home: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.csv' is empty \(0 bytes\)"):
+        run_ingest(tmp_path / "empty.csv")
+
+
+def test_a_header_without_rows_is_a_data_error(shared_home: Path, tmp_path: Path) -> None:
+    (tmp_path / "header.csv").write_text("age,churned\n")
+    with pytest.raises(DataError, match=r"header\.csv' has a header but no rows"):
+        run_ingest(tmp_path / "header.csv")
+
+
+def test_a_missing_target_is_named_with_the_available_columns(shared_home: Path) -> None:
+    with pytest.raises(DataError) as caught:
+        run_ingest(CHURN, target="churn")
+    message = str(caught.value)
+    assert "target column 'churn' is not in" in message
+    assert "available columns: age, tenure_months, monthly_charges" in message and message.endswith("churned")
+
+
+def test_missing_target_values_are_counted(shared_home: Path, tmp_path: Path) -> None:
+    frame = pd.read_csv(CHURN).astype({"churned": "float64"})
+    frame.loc[[3, 30, 300], "churned"] = np.nan
+    frame.to_csv(tmp_path / "gaps.csv", index=False)
+    with pytest.raises(DataError, match=r"target column 'churned' has 3 missing values in 5000 rows; drop or fill"):
+        run_ingest(tmp_path / "gaps.csv")
+
+
+def test_non_utf8_bytes_are_reported_with_their_offset(shared_home: Path, tmp_path: Path) -> None:
+    (tmp_path / "latin1.csv").write_bytes("name,churned\nJosé,1\nAna,0\n".encode("latin-1"))
+    with pytest.raises(
+        DataError, match=r"is not valid UTF-8 \(byte 0xe9 at offset 16\) in column .name.; re-encode it as UTF-8"
+    ):
+        run_ingest(tmp_path / "latin1.csv")
+
+
+def test_a_truncated_parquet_file_is_a_data_error(shared_home: Path, tmp_path: Path) -> None:
+    pd.read_csv(CHURN).to_parquet(tmp_path / "whole.parquet")
+    data = (tmp_path / "whole.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cannot read '.*cut\.parquet' as Parquet: .*; the file is truncated or not"):
+        run_ingest(tmp_path / "cut.parquet")
+
+
+def test_a_path_that_does_not_exist_is_a_data_error(shared_home: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"source '.*nowhere\.csv' not found: no such file; check the path"):
+        run_ingest(tmp_path / "nowhere.csv")
+
+
+def test_an_unknown_suffix_asks_for_the_format(shared_home: Path, tmp_path: Path) -> None:
+    (tmp_path / "data.txt").write_text("a,b\n1,2\n")
+    with pytest.raises(SpecError, match=r"suffix '\.txt'; set format to 'csv' or 'parquet'"):
+        run_ingest(tmp_path / "data.txt")
+    spec = IngestSpec(source=str(tmp_path / "data.txt"), format="csv", target="b", split=SplitSpec(stratify=False))
+    with pytest.raises(DataError, match="cannot split 1 rows"):
+        ingest.run(spec, RunContext(pipeline="test", step="ingest"), store_for())
+
+
+def test_a_failed_ingest_marks_its_mlflow_run_failed(mlops_home: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(DataError):
+        run_ingest(tmp_path / "empty.csv")
+    runs = lineage.client().search_runs(
+        [lineage.experiment_id(lineage.client(), "test")], "tags.`mlops.step` = 'ingest'"
+    )
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_duplicate_column_names_are_a_data_error(shared_home: Path, tmp_path: Path) -> None:
+    (tmp_path / "dup.csv").write_text("a,a,y\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"duplicate column names \['a'\]; rename them"):
+        ingest.read_source(str(tmp_path / "dup.csv"), Store(str(tmp_path)))
+
+
+@pytest.mark.integration
+def test_ingest_reads_from_and_writes_to_s3(shared_home: Path, s3_env: dict[str, str], s3_server: object) -> None:
+    store = Store(f"s3://{s3_server.bucket}/ingest-test")  # type: ignore[attr-defined]
+    source = store.put_file("raw/churn.csv", CHURN)
+    result = ingest.run(IngestSpec(source=source, target="churned"), RunContext(step="ingest"), store)
+    assert result.snapshot.uri.startswith(f"s3://{s3_server.bucket}/ingest-test/datasets/sha256/")  # type: ignore[attr-defined]
+    assert result.snapshot.digest == run_ingest(CHURN).snapshot.digest
