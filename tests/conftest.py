@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.servers.s3"]
+pytest_plugins = ["tests.servers.s3", "tests.servers.postgres", "tests.servers.mlflow_server", "tests.servers.airflow_server"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Airflow reads its configuration when first imported: point this process (and the DAG tests that run
+# in it) at a throwaway home with a SQLite database before any test module imports airflow.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mlops-test-airflow-"))
+os.environ.update({
+    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+})  # fmt: skip
+os.environ.setdefault("MLOPS_HOME", str(_AIRFLOW_HOME / "mlops"))
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """This process's Airflow metadata database, migrated once per session."""
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return _AIRFLOW_HOME
 
 
 @pytest.fixture

@@ -1,0 +1,146 @@
+"""Operators in a real Airflow run: templates rendered from the run's context, specs each runner receives.
+
+The DAG runs under ``dag.test()`` (real task runner, real XCom, real Jinja) with a recording runner in
+place of the local process, so these tests check the Airflow adapters without doing the ML work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_ops.context import RunContext
+from mlops_ops.operators import base as operator_base
+from mlops_ops.operators.base import coerce
+from mlops_ops.runners import StepFailed, StepInvocation
+from tests.conftest import REPO
+
+REF = {"uri": "file:///d.parquet", "digest": "ab" * 32, "rows": 10, "columns": {"y": "int64"}}
+
+
+def manifest(step: str, spec: dict[str, Any], passed: bool) -> dict[str, Any]:
+    """A result manifest that the next step's spec accepts."""
+    if step == "ingest":
+        return {"step": "ingest", "source": spec["source"], "snapshot": REF, "train": REF, "eval": REF}
+    if step == "validate":
+        return {"step": "validate", "success": True, "dataset_digest": REF["digest"], "suite": "s", "evaluated": 3,
+                "result_uri": "file:///r.json", "report_uri": "file:///r.md"}
+    if step == "train":
+        return {"step": "train", "mlflow_run_id": "run-train", "model_uri": "models:/m-1", "task": spec["task"],
+                "target": spec["target"], "estimator": spec["estimator"], "dataset_digest": REF["digest"],
+                "dataset_uri": REF["uri"]}
+    if step == "evaluate":
+        return {"step": "evaluate", "passed": passed, "reasons": [] if passed else ["roc_auc = 0.6000, required >= 0.75"],
+                "candidate": spec["candidate"], "candidate_metrics": {"roc_auc": 0.6}, "dataset_digest": REF["digest"],
+                "mlflow_run_id": "run-eval"}
+    return {"step": "promote", "model_name": spec["registered_model"], "version": "1", "alias": spec["alias"],
+            "moved": True}
+
+
+class RecordingRunner:
+    """Stands in for the local process: records what it was asked to run and answers with a manifest."""
+
+    def __init__(self, passed: bool = True, fail: str | None = None) -> None:
+        self.calls: list[StepInvocation] = []
+        self.passed, self.fail = passed, fail
+
+    def run(self, invocation: StepInvocation, log: Callable[[str], None], context: Any = None) -> dict[str, Any]:
+        self.calls.append(invocation)
+        log(f"recorded {invocation.step}")
+        if invocation.step == self.fail:
+            raise StepFailed(4, "ValidationFailed: 1 of 3 expectations failed: expect_column_values_to_not_be_null "
+                                "on column 'age': 7 unexpected values")
+        return manifest(invocation.step, invocation.spec, self.passed)
+
+    def by_step(self) -> dict[str, StepInvocation]:
+        return {c.step: c for c in self.calls}
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Callable[..., RecordingRunner]:
+    def install(**kwargs: Any) -> RecordingRunner:
+        runner = RecordingRunner(**kwargs)
+        monkeypatch.setattr(operator_base, "get_runner", lambda name, **options: runner)
+        return runner
+
+    return install
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db: Path) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(REPO / "dags" / "mlops_training.py"))
+    assert bag.import_errors == {}
+    return bag.get_dag("mlops_training")
+
+
+def states(run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def test_templates_render_from_params_and_xcom(dag: Any, recorder: Callable[..., RecordingRunner]) -> None:
+    runner = recorder()
+    conf = {"data_uri": "s3://bucket/data.parquet", "estimator": "sklearn.linear_model.LogisticRegression",
+            "estimator_params": {"C": 0.5}, "gate_metric": "log_loss", "gate_threshold": 0.4,
+            "promotion_policy": "challenger", "registered_model": "fraud"}
+    run = dag.test(run_conf=conf)
+    assert str(run.state) == "success", states(run)
+    calls = runner.by_step()
+    assert list(calls) == ["ingest", "validate", "train", "evaluate", "promote"]
+
+    assert calls["ingest"].spec["source"] == "s3://bucket/data.parquet"
+    assert calls["ingest"].spec["target"] == "churned"
+    assert calls["validate"].spec["dataset"] == REF  # the snapshot, taken from ingest's XCom
+    assert calls["validate"].spec["suite"].endswith("mlops_ops/demo/churn_suite.json")
+    train = calls["train"].spec
+    assert train["estimator"] == "sklearn.linear_model.LogisticRegression"
+    assert train["estimator_params"] == {"C": 0.5}  # a dict, not its string
+    assert train["validation"]["success"] is True
+    evaluate = calls["evaluate"].spec
+    assert evaluate["gates"] == [{"metric": "log_loss", "op": "<=", "value": 0.4}]
+    assert evaluate["candidate"]["mlflow_run_id"] == "run-train"
+    assert calls["promote"].spec["alias"] == "challenger"
+    assert calls["promote"].spec["registered_model"] == "fraud"
+
+    ctx: RunContext = calls["train"].ctx
+    assert (ctx.pipeline, ctx.run_id, ctx.step, ctx.try_number) == ("mlops_training", run.run_id, "train", 1)
+    assert calls["train"].env["AIRFLOW_CTX_DAG_RUN_ID"] == run.run_id
+    assert calls["train"].result_uri.endswith(f"/{ctx.result_key()}")
+    assert calls["train"].argv()[:3] == ["mlops-ops", "step", "train"]
+
+
+def test_rejected_evaluation_skips_promotion(dag: Any, recorder: Callable[..., RecordingRunner]) -> None:
+    runner = recorder(passed=False)
+    run = dag.test()
+    assert states(run)["promote"] == "skipped"
+    assert "promote" not in runner.by_step()
+    assert str(run.state) == "success"
+
+
+def test_failed_validation_stops_before_training(dag: Any, recorder: Callable[..., RecordingRunner]) -> None:
+    runner = recorder(fail="validate")
+    run = dag.test()
+    got = states(run)
+    assert got["validate"] == "failed"
+    assert {got[t] for t in ("train", "evaluate", "promote")} == {"upstream_failed"}
+    assert list(runner.by_step()) == ["ingest", "validate"]  # failed validation is not retried
+    assert str(run.state) == "failed"
+
+
+def test_bad_form_input_fails_before_any_step_runs(dag: Any, recorder: Callable[..., RecordingRunner]) -> None:
+    runner = recorder()
+    run = dag.test(run_conf={"estimator": "os.system"})
+    got = states(run)
+    assert got["train"] == "failed"
+    assert "train" not in runner.by_step()
+
+
+def test_coerce_turns_rendered_literals_back_into_objects() -> None:
+    assert coerce("{'max_iter': 5}") == {"max_iter": 5}
+    assert coerce('{"a": [1, 2]}') == {"a": [1, 2]}
+    assert coerce(["{'x': 1}", "roc_auc >= 0.8"]) == [{"x": 1}, "roc_auc >= 0.8"]
+    assert coerce("{not a literal") == "{not a literal"

@@ -1,0 +1,89 @@
+"""mlops_training end to end in real Airflow (the embedded default: SQLite, local folders, local runner).
+
+Runs ``python -m mlops_ops.quickstart`` - what ``make demo`` runs - so Airflow executes the DAG and
+each step runs as its own ``mlops-ops step`` process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+MODEL = "churn-classifier"
+
+
+def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_", "MLOPS_"))}
+    env["MLOPS_HOME"] = str(home)
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False,
+                          timeout=600)
+
+
+def lineage(home: Path) -> dict[str, object]:
+    done = run(home, "-m", "mlops_ops.cli", "lineage", MODEL, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("embedded")
+
+
+@pytest.fixture(scope="module")
+def first(home: Path) -> subprocess.CompletedProcess[str]:
+    return run(home, "-m", "mlops_ops.quickstart", "--data", "base")
+
+
+def test_demo_batch_is_promoted_with_complete_lineage(home: Path, first: subprocess.CompletedProcess[str]) -> None:
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert ": success in " in first.stdout
+    assert "registry    churn-classifier v1 @champion (set)" in first.stdout
+    chain = lineage(home)
+    assert chain["version"] == "1" and chain["aliases"] == ["champion"]
+    assert chain["pipeline"] == "mlops_training" and str(chain["pipeline_run"]).startswith("manual__")
+    assert chain["validation"]["result_uri"].startswith("file://")  # type: ignore[index]
+    train, evaluate = chain["train_run"], chain["evaluate_run"]
+    assert train["status"] == evaluate["status"] == "FINISHED"  # type: ignore[index]
+    assert train["parent_run_id"] == evaluate["parent_run_id"]  # type: ignore[index]
+    assert train["datasets"][0]["digest"] == chain["dataset"]["digest"][:36]  # type: ignore[index]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    parent = client.get_run(train["parent_run_id"])  # type: ignore[index]
+    assert parent.data.tags["mlops.run_id"] == chain["pipeline_run"]
+    steps = {k.split(".")[2] for k in parent.data.tags if k.startswith("mlops.step.")}
+    assert steps == {"ingest", "validate", "train", "evaluate", "promote"}
+    child = client.get_run(parent.data.tags["mlops.step.train.run_id"])
+    assert child.data.tags["airflow.task_id"] == "train"
+    assert child.data.tags["airflow.run_id"] == chain["pipeline_run"]
+
+
+def test_corrupt_batch_stops_at_validation(home: Path, first: subprocess.CompletedProcess[str]) -> None:
+    done = run(home, "-m", "mlops_ops.quickstart", "--data", "corrupt")
+    assert done.returncode == 1
+    assert ": failed in " in done.stdout
+    assert "step validate failed: ValidationFailed: " in done.stdout
+    assert "on column 'age'" in done.stdout and "unexpected values" in done.stdout
+    assert "train=not run" in done.stdout
+    chain = lineage(home)
+    assert chain["version"] == "1" and chain["aliases"] == ["champion"]
+
+
+def test_rerun_creates_no_duplicate_version(home: Path, first: subprocess.CompletedProcess[str]) -> None:
+    done = run(home, "-m", "mlops_ops.quickstart", "--data", "base")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "churn-classifier v1 @champion (unchanged)" in done.stdout
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")] == ["1"]
