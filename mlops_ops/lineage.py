@@ -143,8 +143,9 @@ class StepRun:
     def log_dataset(self, df: pd.DataFrame, *, name: str, uri: str, digest: str, context: str, target: str | None = None) -> None:
         """Record a dataset as an input of this run, identified by its content digest."""
         import mlflow
+        from mlflow.data.pandas_dataset import from_pandas
 
-        dataset = mlflow.data.from_pandas(df, source=uri, name=name, digest=digest[:36], targets=target)
+        dataset = from_pandas(df, source=uri, name=name, digest=digest[:36], targets=target)
         # MLflow infers the schema value by value in Python (about 7 s per million rows); a sample that
         # holds each column's first missing value gives the same types and the same required flags.
         dataset.__dict__["schema"] = _schema_of_sample(df)
@@ -317,27 +318,60 @@ def _await_ready(mlflow_client: MlflowClient, name: str, version: str, timeout: 
     raise MlopsError(f"{name} version {version} was not ready after {timeout:.0f}s")
 
 
+def version_tags(name: str, version: str) -> dict[str, str]:
+    """The tags of one model version."""
+    return dict(client().get_model_version(name, version).tags)
+
+
+def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
+    """Set tags on one model version."""
+    mlflow_client = client()
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
+
+
+def run_params(run_id: str) -> dict[str, str]:
+    """The parameters a run logged."""
+    return dict(client().get_run(run_id).data.params)
+
+
 def move_alias(name: str, alias: str, version: str, reason: str) -> str | None:
-    """Point ``alias`` at ``version`` and record the move on the version; return the previous version."""
+    """Point ``alias`` at ``version`` and record the move on both versions; return the previous version.
+
+    The caller serialises moves of one alias (``steps.promote`` holds a lock in the artifact store). The
+    record on the new version is written before the alias moves, so a try that dies half-way leaves
+    nothing the retry cannot complete: called again when ``alias`` already points at ``version``, this
+    adds a missing ``replaced_by`` on the previous version.
+    """
     mlflow_client = client()
     previous = version_by_alias(name, alias)
     previous_version = str(previous.version) if previous is not None else None
+    prefix = f"mlops.alias.{alias}."
     if previous_version == version:
+        _complete_history(mlflow_client, name, prefix, version, dict(previous.tags) if previous is not None else {})
         return previous_version
-    mlflow_client.set_registered_model_alias(name, alias, version)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     record = {
-        f"mlops.alias.{alias}.previous": previous_version or "none",
-        f"mlops.alias.{alias}.moved_at": now,
-        f"mlops.alias.{alias}.reason": reason or "passed evaluation",
+        f"{prefix}previous": previous_version or "none",
+        f"{prefix}moved_at": now,
+        f"{prefix}reason": reason or "passed evaluation",
     }
     for key, value in record.items():
         mlflow_client.set_model_version_tag(name, version, key, value)
+    mlflow_client.set_registered_model_alias(name, alias, version)
     if previous_version is not None:
-        mlflow_client.set_model_version_tag(name, previous_version, f"mlops.alias.{alias}.replaced_by", version)
-        mlflow_client.set_model_version_tag(name, previous_version, f"mlops.alias.{alias}.replaced_at", now)
+        mlflow_client.set_model_version_tag(name, previous_version, f"{prefix}replaced_by", version)
+        mlflow_client.set_model_version_tag(name, previous_version, f"{prefix}replaced_at", now)
     return previous_version
 
+
+def _complete_history(mlflow_client: MlflowClient, name: str, prefix: str, version: str, tags: dict[str, str]) -> None:
+    previous = tags.get(f"{prefix}previous")
+    if not previous or previous == "none":
+        return
+    if mlflow_client.get_model_version(name, previous).tags.get(f"{prefix}replaced_by") != version:
+        mlflow_client.set_model_version_tag(name, previous, f"{prefix}replaced_by", version)
+        mlflow_client.set_model_version_tag(name, previous, f"{prefix}replaced_at", tags.get(f"{prefix}moved_at", ""))
 
 # --------------------------------------------------------------------------------------------- lineage
 

@@ -130,6 +130,7 @@ class PromoteResult(_Result):
     alias: str
     previous_version: str | None = None
     moved: bool
+    reason: str = Field(default="", description="Why the alias moved, or why it did not.")
     mlflow_run_id: str | None = None
 
 

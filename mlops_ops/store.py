@@ -3,17 +3,28 @@
 Writes are atomic (a reader sees the whole object or none of it): a local file is written beside its
 destination and renamed into place; an S3 object only becomes visible when its upload completes.
 Datasets are content-addressed: their key is derived from the sha256 of their bytes, so writing the
-same data twice is a no-op and a digest names exactly one file.
+same data twice is a no-op and a digest names exactly one file. ``Store.lock`` gives the processes that
+share a store a mutual-exclusion lock (an ``flock`` on a local root, a lease object on S3).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import logging
 import os
+import random
 import secrets
 import shutil
+import socket
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,9 +35,15 @@ from mlops_ops.errors import StoreError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+log = logging.getLogger(__name__)
+
 _CHUNK = 1 << 20
 #: Files larger than this go up and down in parts (boto3's managed transfer).
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
+#: How long ``Store.lock`` waits for a lock held by another process before it gives up.
+LOCK_TIMEOUT_SECONDS = 120.0
+#: Age (by the S3 server's clock) after which a lease whose holder never released it may be taken over.
+LEASE_TTL_SECONDS = 120.0
 
 
 def sha256_file(path: str | Path) -> str:
@@ -178,6 +195,29 @@ class Store:
         """A context manager giving a local path for ``uri``: the file itself, or a temporary download."""
         return _LocalCopy(self, uri)
 
+    # --------------------------------------------------------------------------------------- locking
+
+    def lock(
+        self, key: str, *, timeout: float = LOCK_TIMEOUT_SECONDS, ttl: float = LEASE_TTL_SECONDS
+    ) -> AbstractContextManager[None]:
+        """An exclusive lock named by ``key``, held for a ``with`` block, shared by every process on this store.
+
+        On a local root it is an ``flock`` on the file ``key``, which the kernel releases if the holder dies.
+        On ``s3://`` it is a lease object created only if absent (``If-None-Match: *``) and deleted only by
+        its holder (``If-Match``); a lease older than ``ttl`` seconds by the server's clock is taken to be
+        left by a dead holder and may be taken over.
+
+        :param key: Key of the lock object under this store's root.
+        :param timeout: Seconds to wait for the lock; then StoreError, which Airflow retries.
+        :param ttl: Seconds a lease is honoured (S3 only); keep the ``with`` block much shorter.
+        """
+        target = self.uri(key)
+        path = local_path(target)
+        if path is not None:
+            return _file_lock(path, timeout)
+        bucket, obj = _split_s3(target)
+        return _S3Lease(self._s3, bucket, obj, ttl).hold(timeout)
+
     # ------------------------------------------------------------------------------------------- S3
 
     @cached_property
@@ -242,6 +282,123 @@ def _copy_atomic(source: Path, dest: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _pause() -> float:
+    # Jitter keeps waiting processes from polling in lockstep.
+    return random.uniform(0.02, 0.1)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing, never deleted)."""
+    import fcntl
+
+    # The file stays: deleting a lock file lets a waiter lock the old inode while a newcomer locks a new one.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with open(path, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"the lock {path} was not free within {timeout:.0f}s; another process holds it "
+                        "(the kernel releases it when that process ends), so try again later"
+                    ) from None
+                time.sleep(_pause())
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _S3Lease:
+    """A lock object in S3: created only if absent, deleted only by its holder, taken over once stale."""
+
+    def __init__(self, client: S3Client, bucket: str, key: str, ttl: float) -> None:
+        self._client, self._bucket, self._key, self._ttl = client, bucket, key, ttl
+        self.uri = f"s3://{bucket}/{key}"
+
+    @contextlib.contextmanager
+    def hold(self, timeout: float) -> Iterator[None]:
+        etag = self._acquire(timeout)
+        try:
+            yield
+        finally:
+            self._release(etag)
+
+    def _body(self) -> bytes:
+        owner = f"{socket.gethostname()} pid {os.getpid()}"
+        return json.dumps({"owner": owner, "ttl": self._ttl, "nonce": secrets.token_hex(8)}).encode()
+
+    def _acquire(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._client.put_object(Bucket=self._bucket, Key=self._key, Body=self._body(), IfNoneMatch="*")[
+                    "ETag"
+                ]
+            except Exception as exc:
+                # 412: the lease exists; 409: another conditional write to it is in flight.
+                if _s3_status(exc) not in (409, 412):
+                    raise StoreError(f"cannot take the lease {self.uri}: {exc}") from exc
+            etag, holder = self._take_over_if_stale()
+            if etag is not None:
+                return etag
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"the lease {self.uri} was not free within {timeout:.0f}s; it is held by {holder}, and is "
+                    f"taken over {self._ttl:.0f}s after it was taken if its holder died, so try again later"
+                )
+            time.sleep(_pause())
+
+    def _take_over_if_stale(self) -> tuple[str | None, str]:
+        """Replace the lease if it is older than its ttl (its holder died); return (our etag or None, holder)."""
+        try:
+            found = self._client.get_object(Bucket=self._bucket, Key=self._key)
+        except Exception as exc:
+            if _s3_status(exc) == 404:
+                return None, "nobody (it was just released)"
+            raise StoreError(f"cannot read the lease {self.uri}: {exc}") from exc
+        lease: Any = {}
+        with contextlib.suppress(ValueError):
+            lease = json.loads(found["Body"].read() or b"{}")
+        if not isinstance(lease, dict):
+            lease = {}
+        holder = str(lease.get("owner", "an unknown holder"))
+        headers = found["ResponseMetadata"].get("HTTPHeaders", {})
+        now = parsedate_to_datetime(headers["date"]) if "date" in headers else datetime.now(UTC)
+        age = (now - found["LastModified"]).total_seconds()
+        if age <= float(lease.get("ttl", self._ttl)):
+            return None, holder
+        try:
+            # If-Match: only the stale lease we read is replaced, not one another waiter took over meanwhile.
+            taken = self._client.put_object(
+                Bucket=self._bucket, Key=self._key, Body=self._body(), IfMatch=found["ETag"]
+            )
+        except Exception as exc:
+            if _s3_status(exc) in (404, 409, 412):
+                return None, holder
+            raise StoreError(f"cannot take over the lease {self.uri}: {exc}") from exc
+        log.warning("took over the lease %s from %s, who held it for %.0fs without releasing it", self.uri, holder, age)
+        return taken["ETag"], holder
+
+    def _release(self, etag: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=self._key, IfMatch=etag)
+        except Exception as exc:
+            status = _s3_status(exc)
+            if status == 412:
+                log.warning(
+                    "the lease %s was taken over before it was released: it was held longer than %.0fs",
+                    self.uri,
+                    self._ttl,
+                )
+            elif status != 404:
+                raise StoreError(f"cannot release the lease {self.uri}: {exc}") from exc
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
