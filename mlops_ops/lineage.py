@@ -161,7 +161,13 @@ class StepRun:
         self.client.log_figure(self.run_id, figure, artifact_file)
 
     def find_training(self, fingerprint: str) -> dict[str, Any] | None:
-        """An earlier finished training in this experiment with the same fingerprint and a logged model."""
+        """An earlier training with the same fingerprint and a logged model: this run's own (a retry that
+        got as far as logging the model), or a finished one in this experiment."""
+        own = self.client.get_run(self.run_id).data
+        if own.tags.get("mlops.model_uri") and own.tags.get("mlops.train.fingerprint") == fingerprint:
+            metrics = {k.removeprefix("train_"): v for k, v in own.metrics.items() if k.startswith("train_")}
+            return {"run_id": self.run_id, "model_uri": own.tags["mlops.model_uri"],
+                    "model_id": own.tags.get("mlops.model_id") or None, "metrics": metrics}
         runs = self.client.search_runs(
             [self.experiment_id],
             f"tags.`mlops.train.fingerprint` = '{fingerprint}' and attributes.status = 'FINISHED'",

@@ -149,3 +149,17 @@ def test_regression_pipeline(ingested: dict[str, Any]) -> None:
     evaluation = step("evaluate", {"dataset": ingested, "candidate": model, "registered_model": "charges",
                                    "gates": ["rmse <= 1000"]})
     assert evaluation["passed"] is True
+
+
+def test_retry_of_a_step_reuses_its_run_and_model(trained: dict[str, Any], ingested: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+
+    spec = {"dataset": ingested, "target": "churned", "estimator_params": {"max_iter": 50}}
+    retried = step("train", spec, "--try-number", "2")  # same pipeline run and spec: an Airflow retry or "Clear"
+    assert retried["mlflow_run_id"] == trained["mlflow_run_id"]
+    assert retried["model_uri"] == trained["model_uri"]
+    run = MlflowClient().get_run(trained["mlflow_run_id"])
+    assert run.data.tags["mlops.try_number"] == "2"
+    experiment = run.info.experiment_id
+    train_runs = MlflowClient().search_runs([experiment], "tags.`mlops.step` = 'train' and tags.`mlops.run_id` = 'r1'")
+    assert len({r.info.run_id for r in train_runs if r.data.tags.get("mlops.spec_digest")}) == len(train_runs)

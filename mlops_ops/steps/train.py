@@ -108,9 +108,10 @@ def run(spec: TrainSpec, ctx: RunContext, store: Store) -> TrainResult:
             mlrun.tag(**{"mlops.validation.result_uri": spec.validation.result_uri})
         earlier = mlrun.find_training(key)
         if earlier is not None:
-            log.info("identical training found in MLflow run %s (same data digest and spec); reusing its model %s",
+            log.info("training already done in MLflow run %s (same data digest and spec); reusing its model %s",
                      earlier["run_id"], earlier["model_uri"])
-            mlrun.tag(**{"mlops.train.cached_from": earlier["run_id"], "mlops.model_uri": earlier["model_uri"]})
+            if earlier["run_id"] != mlrun.run_id:
+                mlrun.tag(**{"mlops.train.cached_from": earlier["run_id"], "mlops.model_uri": earlier["model_uri"]})
             return _result(spec, earlier["run_id"], earlier["model_uri"], earlier["model_id"], earlier["metrics"], cached=True)
         model_uri, model_id, train_metrics = _fit_and_log(spec, mlrun, store)
         return _result(spec, mlrun.run_id, model_uri, model_id, train_metrics, cached=False)
