@@ -397,6 +397,9 @@ class _S3Lease:
                     self.uri,
                     self._ttl,
                 )
+            elif status == 501:
+                # A server without conditional deletes: delete plainly (the lease is ours unless it went stale).
+                self._client.delete_object(Bucket=self._bucket, Key=self._key)
             elif status != 404:
                 raise StoreError(f"cannot release the lease {self.uri}: {exc}") from exc
 
