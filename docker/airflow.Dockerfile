@@ -25,11 +25,6 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY mlops_ops ./mlops_ops
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --extra airflow --extra step --no-editable
-# The PostgreSQL driver of Airflow's metadata database and MLflow's backend store. uv.lock has it only
-# in the dev group, so it is installed at the locked version here until an extra carries it.
-ARG PSYCOPG2_VERSION=2.9.13
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --python /opt/mlops-ops/bin/python "psycopg2-binary==${PSYCOPG2_VERSION}"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 # uid 50000 as in Airflow's own images. The folders the compose file mounts named volumes on exist here
