@@ -133,6 +133,7 @@ class MlopsStepOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         invocation = self.invocation(context)
         runner = get_runner(self.runner, **(coerce(self.runner_options) or {}))
+        self._active_runner = runner  # for on_kill
         self.log.info("running step %s via the %s runner (try %d)", self.step_name, self.runner, invocation.ctx.try_number)
         try:
             result = runner.run(invocation, log=self.log.info, context=context)
@@ -149,3 +150,22 @@ class MlopsStepOperator(BaseOperator):
         if exc.exit_code == PromotionRejected.exit_code:
             return AirflowSkipException(message)
         return AirflowException(message)
+
+    # ------------------------------------------------- kill and deferral (used by the kubernetes runner)
+
+    def on_kill(self) -> None:
+        """The task was killed or timed out: the runner stops the step (the kubernetes runner deletes its pod)."""
+        stop = getattr(getattr(self, "_active_runner", None), "on_kill", None)
+        if callable(stop):
+            stop()
+
+    def trigger_reentry(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the pod's trigger fired, when ``runner_options`` asked for ``deferrable`` pods."""
+        invocation = self.invocation(context)
+        runner = get_runner(self.runner, **(coerce(self.runner_options) or {}))
+        self._active_runner = runner
+        try:
+            result: dict[str, Any] = runner.resume(invocation, event, log=self.log.info, context=context)  # type: ignore[attr-defined]
+        except StepFailed as exc:
+            raise self._airflow_error(exc) from None
+        return result
