@@ -15,6 +15,34 @@ def get_provider_info() -> dict[str, Any]:
         "description": "ML lifecycle operators (ingest, validate, train, evaluate, promote) with MLflow lineage.",
         "versions": [__version__],
         "operators": [
-            {"integration-name": "mlops-ops", "python-modules": ["mlops_ops.operators.steps", "mlops_ops.operators.base"]}
+            {
+                "integration-name": "mlops-ops",
+                "python-modules": ["mlops_ops.operators.steps", "mlops_ops.operators.base"],
+            }
+        ],
+        "hooks": [{"integration-name": "mlops-ops", "python-modules": ["mlops_ops.connections"]}],
+        # Declared here (not by hook methods) so the UI builds the form without importing the hook.
+        "connection-types": [
+            {
+                "hook-class-name": "mlops_ops.connections.MlflowHook",
+                "hook-name": "MLflow tracking server",
+                "connection-type": "mlflow",
+                "conn-fields": {
+                    "token": {
+                        "label": "Token",
+                        "description": "Bearer token (MLFLOW_TRACKING_TOKEN), instead of login and password.",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "insecure_tls": {
+                        "label": "Skip TLS verification",
+                        "schema": {"type": ["boolean", "null"]},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "extra"],
+                    "relabeling": {"host": "Tracking URI", "login": "Username", "password": "Password"},
+                    "placeholders": {"host": "http://mlflow:5000"},
+                },
+            }
         ],
     }

@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from pydantic import BaseModel
 
+    from mlops_ops.connections import StepEnvironment
+
 #: Exit codes of user mistakes: retrying cannot help, so the task fails at once.
 _FINAL = {SpecError.exit_code, DataError.exit_code, ValidationFailed.exit_code}
-_COMMON_FIELDS = ("runner", "artifact_root", "tracking_uri", "pipeline")
+_COMMON_FIELDS = ("runner", "artifact_root", "tracking_uri", "pipeline", "mlflow_conn_id", "s3_conn_id")
 
 
 def coerce(value: Any) -> Any:
@@ -53,6 +55,10 @@ class MlopsStepOperator(BaseOperator):
     :param artifact_root: Artifact store root URI; default ``$MLOPS_ARTIFACT_ROOT`` or the embedded folder. (templated)
     :param tracking_uri: MLflow tracking URI; default ``$MLFLOW_TRACKING_URI`` or the embedded database. (templated)
     :param pipeline: Pipeline id used for lineage; default the DAG id. (templated)
+    :param mlflow_conn_id: Airflow connection of the MLflow server (tracking URI, user and password or token);
+        the default ``mlflow_default`` is used only if it exists; None to use the environment. (templated)
+    :param s3_conn_id: Airflow connection of the S3 endpoint (type ``aws``: keys, ``endpoint_url`` and
+        ``region_name`` in extra); the default ``s3_default`` is used only if it exists. (templated)
     """
 
     step_name: ClassVar[str]
@@ -68,6 +74,8 @@ class MlopsStepOperator(BaseOperator):
         artifact_root: str | None = None,
         tracking_uri: str | None = None,
         pipeline: str | None = None,
+        mlflow_conn_id: str | None = "mlflow_default",
+        s3_conn_id: str | None = "s3_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,6 +84,8 @@ class MlopsStepOperator(BaseOperator):
         self.artifact_root = artifact_root
         self.tracking_uri = tracking_uri
         self.pipeline = pipeline
+        self.mlflow_conn_id = mlflow_conn_id
+        self.s3_conn_id = s3_conn_id
 
     # ----------------------------------------------------------------------------------------- spec
 
@@ -94,6 +104,7 @@ class MlopsStepOperator(BaseOperator):
             "AIRFLOW_CTX_TASK_ID": self.task_id,
             "AIRFLOW_CTX_DAG_RUN_ID": str(context["run_id"]),
         }
+        env |= self._connections().env
         if self.artifact_root:
             env["MLOPS_ARTIFACT_ROOT"] = self.artifact_root
         if self.tracking_uri:
@@ -102,7 +113,23 @@ class MlopsStepOperator(BaseOperator):
 
     def secret_env(self, context: Context) -> dict[str, str]:
         """Credentials for the step; handed to pods through a Kubernetes Secret, never in the spec."""
-        return {}
+        secrets = dict(self._connections().secrets)
+        if self.tracking_uri:
+            secrets.pop("MLFLOW_TRACKING_URI", None)
+        return secrets
+
+    def _connections(self) -> StepEnvironment:
+        """The environment the MLflow and S3 connections give, read once per task try (masked in logs)."""
+        found: StepEnvironment | None = getattr(self, "_connection_env", None)
+        if found is None:
+            from mlops_ops.connections import step_environment
+
+            try:
+                found = step_environment(self.mlflow_conn_id, self.s3_conn_id)
+            except SpecError as exc:
+                raise AirflowFailException(str(exc)) from None
+            self._connection_env = found
+        return found
 
     # -------------------------------------------------------------------------------------- execute
 
