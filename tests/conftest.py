@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.servers.s3", "tests.servers.postgres", "tests.servers.mlflow_server", "tests.servers.airflow_server"]
+pytest_plugins = [
+    "tests.servers.s3",
+    "tests.servers.postgres",
+    "tests.servers.mlflow_server",
+    "tests.servers.airflow_server",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 
