@@ -44,3 +44,13 @@ mlflow-ui: env
 
 clean:
 	rm -rf .mlops
+
+# The services of a team install on loopback, for trying the package against them (docs/services.md):
+# SeaweedFS S3, an MLflow server and Airflow (API server, scheduler, DAG processor, triggerer) on the
+# PostgreSQL at 127.0.0.1:5432, wired with the mlflow_default and s3_default connections. Ctrl-C stops it.
+AIRFLOW_PORT ?= 8080
+MLFLOW_PORT ?= 5000
+S3_PORT ?= 8333
+.PHONY: services
+services: env
+	$(BIN)/python -m tests.servers.airflow_server --airflow-port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --s3-port $(S3_PORT)
