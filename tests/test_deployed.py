@@ -237,9 +237,13 @@ def first_run(deployment: Deployment, embedded_lineage: dict[str, Any]) -> Run:
 
 
 @pytest.fixture(scope="module")
-def later_runs(deployment: Deployment, first_run: Run) -> dict[str, Run]:
-    """Two runs with a bad conf and two runs raced on another model, all triggered at once."""
+def later_runs(deployment: Deployment, first_run: Run, s3_server: S3Server) -> dict[str, Run]:
+    """Two runs with a bad conf, two runs raced on another model and a masking probe, all triggered at once."""
+    # A target column named after two credentials: the step's error quotes it, so the task log shows
+    # whether Airflow's masker (fed by the operator from the connections) redacts them.
+    probe = f"x-{MLFLOW_PASSWORD}-{s3_server.secret_key}"
     runs = {
+        "masking probe": deployment.trigger(registered_model=MODEL, target=probe),
         "unknown target": deployment.trigger(registered_model=MODEL, target="churn_flag"),
         "malformed params": deployment.trigger(registered_model=MODEL, estimator_params={"max_iterations": 10}),
         "race a": deployment.trigger(registered_model=RACE_MODEL, estimator_params={"max_iter": 60, "learning_rate": 0.1}),
@@ -319,6 +323,15 @@ def test_params_that_are_not_json_are_refused_before_a_run_exists(
     detail = refused.json()["detail"].splitlines()[0]
     assert detail == "Invalid input for param estimator_params: '{max_iter: 10' is not of type 'object'"
     assert deployment.api.get(f"/dags/{DAG_ID}/dagRuns")["total_entries"] == runs
+
+
+def test_credentials_from_the_connections_are_masked_in_task_logs(
+    deployment: Deployment, later_runs: dict[str, Run]
+) -> None:
+    run = later_runs["masking probe"]
+    assert run.state == "failed", report("masking probe", run)
+    events = [str(line.get("event", "")) for line in deployment.log(run, "ingest", 1)]
+    assert "mlops-ops: error: DataError: target column 'x-***-***' is not in 's3://" in "\n".join(events), events[-20:]
 
 
 def test_a_bad_conf_moves_no_alias(later_runs: dict[str, Run], mlflow_server: MlflowServer) -> None:
