@@ -48,6 +48,20 @@ def airflow_env(dags_folder: Path, plugins_folder: Path | None = None) -> dict[s
     return env
 
 
+def migrate(env: dict[str, str], log: Path) -> None:
+    """Create or upgrade Airflow's metadata database, once per Airflow version."""
+    from importlib.metadata import version
+
+    marker = Path(env["AIRFLOW_HOME"]) / f".migrated-{version('apache-airflow')}"
+    database = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    if marker.exists() and marker.read_text() == database:
+        return
+    click.echo("Preparing the Airflow metadata database…")
+    if airflow(env, "db", "migrate", log=log).returncode != 0:
+        raise click.ClickException(f"airflow db migrate failed; see {log}")
+    marker.write_text(database)
+
+
 def airflow(env: dict[str, str], *args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the ``airflow`` command of this environment."""
     binary = str(Path(sys.executable).with_name("airflow"))
@@ -134,10 +148,7 @@ def main(batch: str, dags_folder: Path, extra_conf: str, ui: bool) -> None:
     data = str(DATA_DIR / BATCHES[batch]) if batch in BATCHES else batch
     conf = {"data_uri": data} | json.loads(extra_conf)
     click.echo(f"MLOPS_HOME={mlops_home()}  (full Airflow output: {log})")
-    click.echo("Preparing the Airflow metadata database (SQLite)…")
-    migrated = airflow(env, "db", "migrate", log=log)
-    if migrated.returncode != 0:
-        raise click.ClickException(f"airflow db migrate failed; see {log}")
+    migrate(env, log)
     click.echo(f"Running {DAG_ID} on {data} …")
     started = time.perf_counter()
     done = airflow(env, "dags", "test", DAG_ID, "-c", json.dumps(conf))

@@ -337,7 +337,7 @@ def test_credentials_from_the_connections_are_masked_in_task_logs(
 def test_a_bad_conf_moves_no_alias(later_runs: dict[str, Run], mlflow_server: MlflowServer) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_server.tracking_uri)
+    client = MlflowClient(tracking_uri=mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri)
     assert [str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")] == ["1"]
     assert client.get_registered_model(MODEL).aliases == {"champion": "1"}
 
@@ -349,7 +349,7 @@ def test_two_runs_at_once_leave_one_consistent_champion(
 
     racers = [later_runs["race a"], later_runs["race b"]]
     assert [run.state for run in racers] == ["success", "success"], [report("race", run) for run in racers]
-    client = MlflowClient(tracking_uri=mlflow_server.tracking_uri)
+    client = MlflowClient(tracking_uri=mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri)
     versions = {str(v.version): v for v in client.search_model_versions(f"name = '{RACE_MODEL}'")}
     aliases = client.get_registered_model(RACE_MODEL).aliases
     assert set(aliases) == {"champion"} and aliases["champion"] in versions
@@ -381,7 +381,7 @@ def test_no_credential_in_task_logs_xcom_rendered_fields_or_mlflow(
         seen[f"{run.run_id} task logs"] = deployment.all_logs(run)
         seen[f"{run.run_id} XComs"] = json.dumps(deployment.xcoms(run))
         seen[f"{run.run_id} task instances"] = json.dumps(deployment.task_instances(run))
-    client = MlflowClient(tracking_uri=mlflow_server.tracking_uri)
+    client = MlflowClient(tracking_uri=mlflow_server.tracking_uri, registry_uri=mlflow_server.tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     for found in client.search_runs(experiments, max_results=1000):
         seen[f"MLflow run {found.info.run_id}"] = json.dumps([found.data.params, found.data.tags])

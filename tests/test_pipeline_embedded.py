@@ -58,7 +58,8 @@ def test_demo_batch_is_promoted_with_complete_lineage(home: Path, first: subproc
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     parent = client.get_run(train["parent_run_id"])  # type: ignore[index]
     assert parent.data.tags["mlops.run_id"] == chain["pipeline_run"]
     steps = {k.split(".")[2] for k in parent.data.tags if k.startswith("mlops.step.")}
@@ -85,5 +86,6 @@ def test_rerun_creates_no_duplicate_version(home: Path, first: subprocess.Comple
     assert "churn-classifier v1 @champion (unchanged)" in done.stdout
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert [str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")] == ["1"]
