@@ -142,6 +142,12 @@ def test_estimator_with_bad_parameters(ingested: dict[str, Any]) -> None:
     assert "rejects its parameters {'max_itr': 5}" in error
 
 
+def test_estimator_with_a_wrongly_typed_parameter(ingested: dict[str, Any]) -> None:
+    error = step("train", {"dataset": ingested, "target": "churned", "estimator_params": {"max_iter": "lots"}},
+                 code=2)
+    assert "rejects its parameters {'max_iter': 'lots'}" in error and "max_iter" in error
+
+
 def test_regression_pipeline(ingested: dict[str, Any]) -> None:
     model = step("train", {"dataset": ingested, "target": "monthly_charges", "task": "regression",
                            "estimator": "sklearn.linear_model.Ridge"})

@@ -119,6 +119,7 @@ def run(spec: TrainSpec, ctx: RunContext, store: Store) -> TrainResult:
 
 def _fit_and_log(spec: TrainSpec, mlrun: lineage.StepRun, store: Store) -> tuple[str, str | None, dict[str, float]]:
     import sklearn
+    from sklearn.utils._param_validation import InvalidParameterError
 
     with store.open_local(spec.dataset.uri) as path:
         frame = pd.read_parquet(path)
@@ -132,7 +133,11 @@ def _fit_and_log(spec: TrainSpec, mlrun: lineage.StepRun, store: Store) -> tuple
     mlrun.log_dataset(frame, name="train", uri=spec.dataset.uri, digest=spec.dataset.digest, context="training", target=spec.target)
     started = time.perf_counter()
     log.info("fitting %s on %d rows x %d features", spec.estimator, len(x), x.shape[1])
-    model.fit(x, y)
+    try:
+        model.fit(x, y)
+    except InvalidParameterError as exc:
+        # scikit-learn checks parameter values only when fitting; a bad one is the spec's fault, not a crash.
+        raise SpecError(f"estimator {spec.estimator!r} rejects its parameters {spec.estimator_params}: {exc}") from exc
     log.info("fitted in %.1fs", time.perf_counter() - started)
     train_metrics = metric_fns.compute(spec.task, model, x, y)
     mlrun.log_metrics(train_metrics, prefix="train_")
