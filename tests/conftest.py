@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -41,12 +42,19 @@ def airflow_db() -> Path:
     return _AIRFLOW_HOME
 
 
+@contextlib.contextmanager
+def isolated_home(path: Path) -> Iterator[Path]:
+    """Point MLOPS_HOME at ``path`` (MLflow SQLite, artifact folder) with no other store or tracking setting."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_HOME", str(path))
+        for var in ("MLOPS_ARTIFACT_ROOT", "MLFLOW_TRACKING_URI", "MLOPS_MLFLOW_ARTIFACT_ROOT"):
+            mp.delenv(var, raising=False)
+        yield path
+
+
 @pytest.fixture
-def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh embedded home (MLflow SQLite, artifact folder) for one test."""
-    home = tmp_path / "mlops"
-    home.mkdir()
-    monkeypatch.setenv("MLOPS_HOME", str(home))
-    for var in ("MLOPS_ARTIFACT_ROOT", "MLFLOW_TRACKING_URI", "MLOPS_MLFLOW_ARTIFACT_ROOT"):
-        monkeypatch.delenv(var, raising=False)
-    yield home
+def mlops_home(tmp_path: Path) -> Iterator[Path]:
+    """A fresh embedded home for one test."""
+    with isolated_home(tmp_path / "mlops") as home:
+        home.mkdir()
+        yield home

@@ -27,6 +27,7 @@ from mlops_ops.errors import StoreError
 from mlops_ops.specs import EvaluateResult, parse_spec
 from mlops_ops.steps import promote, step_function
 from mlops_ops.store import Store, store_for
+from tests.conftest import isolated_home
 from tests.servers.s3 import S3Server
 
 pytestmark = pytest.mark.slow
@@ -51,11 +52,7 @@ def _step(name: str, spec: dict[str, Any], run_id: str) -> Any:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One embedded home for the module: training the two candidates once is most of its cost."""
-    path = tmp_path_factory.mktemp("mlops-race")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(path))
-        for var in ("MLOPS_ARTIFACT_ROOT", "MLFLOW_TRACKING_URI", "MLOPS_MLFLOW_ARTIFACT_ROOT"):
-            mp.delenv(var, raising=False)
+    with isolated_home(tmp_path_factory.mktemp("mlops-race")) as path:
         yield path
 
 

@@ -18,6 +18,7 @@ from mlops_ops.errors import DataError, SpecError
 from mlops_ops.specs import IngestResult, IngestSpec, SplitSpec
 from mlops_ops.steps import ingest
 from mlops_ops.store import Store, local_path, store_for
+from tests.conftest import isolated_home
 
 CHURN = str(DATA_DIR / "churn.csv")
 
@@ -30,11 +31,7 @@ def run_ingest(source: str | Path, target: str | None = "churned", run_id: str =
 @pytest.fixture(scope="module")
 def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One MLflow database for the tests that only look at the step's output (creating one costs ~1 s)."""
-    home = tmp_path_factory.mktemp("mlops")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(home))
-        for var in ("MLOPS_ARTIFACT_ROOT", "MLFLOW_TRACKING_URI", "MLOPS_MLFLOW_ARTIFACT_ROOT"):
-            mp.delenv(var, raising=False)
+    with isolated_home(tmp_path_factory.mktemp("mlops")) as home:
         yield home
 
 

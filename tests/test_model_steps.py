@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from mlops_ops.cli import main
 from mlops_ops.demo import DATA_DIR
+from tests.conftest import isolated_home
 
 pytestmark = pytest.mark.slow
 MODEL = "churn-test"
@@ -31,11 +32,7 @@ def step(name: str, spec: dict[str, Any], *extra: str, code: int = 0) -> Any:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("mlops")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(path))
-        for var in ("MLOPS_ARTIFACT_ROOT", "MLFLOW_TRACKING_URI"):
-            mp.delenv(var, raising=False)
+    with isolated_home(tmp_path_factory.mktemp("mlops")) as path:
         yield path
 
 

@@ -17,6 +17,7 @@ from mlops_ops.errors import DataError, SpecError, ValidationFailed
 from mlops_ops.specs import DatasetRef, IngestResult, IngestSpec, ValidateResult, ValidateSpec
 from mlops_ops.steps import ingest, validate
 from mlops_ops.store import local_path, store_for
+from tests.conftest import isolated_home
 
 # The first validation in a process imports Great Expectations (~10 s); the module shares it.
 pytestmark = pytest.mark.slow
@@ -27,11 +28,7 @@ EXPECTATIONS = len(json.loads(SUITE_PATH.read_text())["expectations"])
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("mlops")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(path))
-        for var in ("MLOPS_ARTIFACT_ROOT", "MLFLOW_TRACKING_URI", "MLOPS_MLFLOW_ARTIFACT_ROOT"):
-            mp.delenv(var, raising=False)
+    with isolated_home(tmp_path_factory.mktemp("mlops")) as path:
         yield path
 
 
