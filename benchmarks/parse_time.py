@@ -1,6 +1,6 @@
 """DAG parse time: for each file in dags/, Airflow's own DagBag parse, median of 5, airflow pre-imported.
 
-    .venv/bin/python benchmarks/parse_time.py
+.venv/bin/python benchmarks/parse_time.py
 """
 
 from __future__ import annotations

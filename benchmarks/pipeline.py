@@ -92,14 +92,21 @@ def overhead(rows: tuple[int, ...], repeat: int) -> None:
         for attempt in range(repeat):
             home = work / f"plain-{n}-{attempt}"
             started = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "plain-run", data], env=clean_env(home), check=True,
-                           capture_output=True)
+            subprocess.run(
+                [sys.executable, __file__, "plain-run", data], env=clean_env(home), check=True, capture_output=True
+            )
             plain_s = time.perf_counter() - started
 
             home = work / f"airflow-{n}-{attempt}"
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "mlops_ops.quickstart", "--data", data], cwd=REPO,
-                                  env=clean_env(home), capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                [sys.executable, "-m", "mlops_ops.quickstart", "--data", data],
+                cwd=REPO,
+                env=clean_env(home),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             airflow_s = time.perf_counter() - started
             log = (home / "demo.log").read_text()
             run_s = float(re.search(r"run_duration=([0-9.]+)", log)[1])  # type: ignore[index]
@@ -141,8 +148,15 @@ def steps(rows: int) -> None:
 
     ingested = run("ingest", {"source": str(data), "target": "churned"})
     validated = run("validate", {"dataset": ingested, "suite": str(SUITE_PATH)})
-    run("train", {"dataset": ingested, "target": "churned", "validation": validated,
-                  "estimator_params": {"max_iter": 100, "learning_rate": 0.1}})
+    run(
+        "train",
+        {
+            "dataset": ingested,
+            "target": "churned",
+            "validation": validated,
+            "estimator_params": {"max_iter": 100, "learning_rate": 0.1},
+        },
+    )
     print(json.dumps({"rows": rows, "steps": results}))
 
 

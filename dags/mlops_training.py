@@ -39,29 +39,63 @@ with DAG(
     max_active_runs=4,
     default_args={"retries": 1},
     params={
-        "data_uri": Param(str(DATA_DIR / "churn.csv"), type="string", title="Data URI",
-                          description="CSV or Parquet: a local path, file:// or s3:// URI."),
+        "data_uri": Param(
+            str(DATA_DIR / "churn.csv"),
+            type="string",
+            title="Data URI",
+            description="CSV or Parquet: a local path, file:// or s3:// URI.",
+        ),
         "target": Param("churned", type="string", title="Target column"),
         "task": Param("classification", enum=["classification", "regression"], title="Task type"),
-        "estimator": Param(ESTIMATORS[0], type="string", title="Estimator",
-                           description="Import path of a scikit-learn estimator.",
-                           examples=ESTIMATORS),
-        "estimator_params": Param({"max_iter": 100, "learning_rate": 0.1}, type="object",
-                                  title="Estimator parameters", description="JSON object passed to the estimator."),
-        "suite": Param(str(SUITE_PATH), type="string", title="Expectation suite",
-                       description="Path or URI of the Great Expectations suite (JSON)."),
-        "gate_metric": Param("roc_auc", enum=["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"],
-                             title="Gate metric"),
-        "gate_threshold": Param(0.75, type="number", title="Gate threshold",
-                                description="Minimum (or maximum, for error metrics) the candidate must reach."),
-        "min_improvement": Param(0.0, type="number", title="Margin over the champion",
-                                 description="How much the candidate must beat the champion by on the gate metric."),
-        "registered_model": Param("churn-classifier", type="string", title="Registered model",
-                                  pattern=r"^[A-Za-z0-9_.-]+$"),
-        "promotion_policy": Param("champion", enum=["champion", "challenger"], title="Promotion policy",
-                                  description="Move 'champion' directly, or 'challenger' for a later approval."),
-        "runner": Param("local", enum=["local", "kubernetes"], title="Runner",
-                        description="Run steps as local processes or as Kubernetes pods."),
+        "estimator": Param(
+            ESTIMATORS[0],
+            type="string",
+            title="Estimator",
+            description="Import path of a scikit-learn estimator.",
+            examples=ESTIMATORS,
+        ),
+        "estimator_params": Param(
+            {"max_iter": 100, "learning_rate": 0.1},
+            type="object",
+            title="Estimator parameters",
+            description="JSON object passed to the estimator.",
+        ),
+        "suite": Param(
+            str(SUITE_PATH),
+            type="string",
+            title="Expectation suite",
+            description="Path or URI of the Great Expectations suite (JSON).",
+        ),
+        "gate_metric": Param(
+            "roc_auc", enum=["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"], title="Gate metric"
+        ),
+        "gate_threshold": Param(
+            0.75,
+            type="number",
+            title="Gate threshold",
+            description="Minimum (or maximum, for error metrics) the candidate must reach.",
+        ),
+        "min_improvement": Param(
+            0.0,
+            type="number",
+            title="Margin over the champion",
+            description="How much the candidate must beat the champion by on the gate metric.",
+        ),
+        "registered_model": Param(
+            "churn-classifier", type="string", title="Registered model", pattern=r"^[A-Za-z0-9_.-]+$"
+        ),
+        "promotion_policy": Param(
+            "champion",
+            enum=["champion", "challenger"],
+            title="Promotion policy",
+            description="Move 'champion' directly, or 'challenger' for a later approval.",
+        ),
+        "runner": Param(
+            "local",
+            enum=["local", "kubernetes"],
+            title="Runner",
+            description="Run steps as local processes or as Kubernetes pods.",
+        ),
     },
 ) as dag:
     common = {"runner": "{{ params.runner }}"}
@@ -72,8 +106,9 @@ with DAG(
     )
 
     ingest = IngestOperator(task_id="ingest", source="{{ params.data_uri }}", target="{{ params.target }}", **common)
-    validate = ValidateOperator(task_id="validate", dataset=ingest.output, suite="{{ params.suite }}", retries=0,
-                                **common)
+    validate = ValidateOperator(
+        task_id="validate", dataset=ingest.output, suite="{{ params.suite }}", retries=0, **common
+    )
     train = TrainOperator(
         task_id="train",
         dataset=ingest.output,

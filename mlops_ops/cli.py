@@ -65,7 +65,9 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr, force=True
+    )
     for noisy in ("great_expectations", "mlflow", "alembic", "botocore", "urllib3", "matplotlib", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -84,11 +86,26 @@ def main() -> None:
 @click.option("--step-id", envvar="MLOPS_STEP_ID", default=None, help="Step (task) id; defaults to NAME.")
 @click.option("--try-number", envvar="MLOPS_TRY_NUMBER", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--artifact-root", envvar="MLOPS_ARTIFACT_ROOT", default=None, help="Artifact store root URI.")
-@click.option("--result", "result_uri", envvar="MLOPS_RESULT_URI", default=None, help="Also write the result manifest here (path or URI).")
+@click.option(
+    "--result",
+    "result_uri",
+    envvar="MLOPS_RESULT_URI",
+    default=None,
+    help="Also write the result manifest here (path or URI).",
+)
 @click.option("-v", "--verbose", is_flag=True)
 @user_errors
-def step(name: str, spec_arg: str, pipeline: str, run_id: str, step_id: str | None, try_number: int,
-         artifact_root: str | None, result_uri: str | None, verbose: bool) -> None:
+def step(
+    name: str,
+    spec_arg: str,
+    pipeline: str,
+    run_id: str,
+    step_id: str | None,
+    try_number: int,
+    artifact_root: str | None,
+    result_uri: str | None,
+    verbose: bool,
+) -> None:
     """Run one step: NAME is ingest, validate, train, evaluate or promote."""
     from mlops_ops.steps import step_function
     from mlops_ops.store import store_for, write_uri
@@ -97,8 +114,13 @@ def step(name: str, spec_arg: str, pipeline: str, run_id: str, step_id: str | No
     raw = _load_json(spec_arg, "--spec")
     spec = parse_spec(name, raw)
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
-    ctx = RunContext(pipeline=pipeline, run_id=run_id, step=step_id or name, try_number=try_number,
-                     spec_digest=hashlib.sha256(canonical).hexdigest())
+    ctx = RunContext(
+        pipeline=pipeline,
+        run_id=run_id,
+        step=step_id or name,
+        try_number=try_number,
+        spec_digest=hashlib.sha256(canonical).hexdigest(),
+    )
     log = logging.getLogger("mlops_ops.cli")
     log.info("step %s: pipeline=%s run=%s try=%d", ctx.step, ctx.pipeline, ctx.run_id, ctx.try_number)
     started = time.perf_counter()

@@ -40,6 +40,5 @@ class StoreError(MlopsError):
 
 
 EXIT_CODES: dict[int, type[MlopsError]] = {
-    cls.exit_code: cls
-    for cls in (MlopsError, SpecError, DataError, ValidationFailed, PromotionRejected, StoreError)
+    cls.exit_code: cls for cls in (MlopsError, SpecError, DataError, ValidationFailed, PromotionRejected, StoreError)
 }

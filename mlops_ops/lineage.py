@@ -140,7 +140,9 @@ class StepRun:
 
         mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, run_id=self.run_id)
 
-    def log_dataset(self, df: pd.DataFrame, *, name: str, uri: str, digest: str, context: str, target: str | None = None) -> None:
+    def log_dataset(
+        self, df: pd.DataFrame, *, name: str, uri: str, digest: str, context: str, target: str | None = None
+    ) -> None:
         """Record a dataset as an input of this run, identified by its content digest."""
         import mlflow
         from mlflow.data.pandas_dataset import from_pandas
@@ -166,8 +168,12 @@ class StepRun:
         own = self.client.get_run(self.run_id).data
         if own.tags.get("mlops.model_uri") and own.tags.get("mlops.train.fingerprint") == fingerprint:
             metrics = {k.removeprefix("train_"): v for k, v in own.metrics.items() if k.startswith("train_")}
-            return {"run_id": self.run_id, "model_uri": own.tags["mlops.model_uri"],
-                    "model_id": own.tags.get("mlops.model_id") or None, "metrics": metrics}
+            return {
+                "run_id": self.run_id,
+                "model_uri": own.tags["mlops.model_uri"],
+                "model_id": own.tags.get("mlops.model_id") or None,
+                "metrics": metrics,
+            }
         runs = self.client.search_runs(
             [self.experiment_id],
             f"tags.`mlops.train.fingerprint` = '{fingerprint}' and attributes.status = 'FINISHED'",
@@ -176,13 +182,23 @@ class StepRun:
         )
         for found in runs:
             tags = found.data.tags
-            if found.info.run_id != self.run_id and tags.get("mlops.model_uri") and "mlops.train.cached_from" not in tags:
+            if (
+                found.info.run_id != self.run_id
+                and tags.get("mlops.model_uri")
+                and "mlops.train.cached_from" not in tags
+            ):
                 metrics = {k.removeprefix("train_"): v for k, v in found.data.metrics.items() if k.startswith("train_")}
-                return {"run_id": found.info.run_id, "model_uri": tags["mlops.model_uri"],
-                        "model_id": tags.get("mlops.model_id") or None, "metrics": metrics}
+                return {
+                    "run_id": found.info.run_id,
+                    "model_uri": tags["mlops.model_uri"],
+                    "model_id": tags.get("mlops.model_id") or None,
+                    "metrics": metrics,
+                }
         return None
 
-    def log_sklearn_model(self, model: Any, *, input_example: Any, pip_requirements: list[str]) -> tuple[str, str | None]:
+    def log_sklearn_model(
+        self, model: Any, *, input_example: Any, pip_requirements: list[str]
+    ) -> tuple[str, str | None]:
         """Log the fitted pipeline with its signature and an input example; return (model_uri, model_id).
 
         A retry of the same step finds the model the earlier try logged instead of logging a second one.
@@ -265,7 +281,11 @@ def step_run(ctx: RunContext) -> Iterator[StepRun]:
 
 def _airflow_tags() -> dict[str, str]:
     # The runner passes Airflow's identity through the environment so the step needs no Airflow import.
-    keys = {"AIRFLOW_CTX_DAG_ID": "airflow.dag_id", "AIRFLOW_CTX_TASK_ID": "airflow.task_id", "AIRFLOW_CTX_DAG_RUN_ID": "airflow.run_id"}
+    keys = {
+        "AIRFLOW_CTX_DAG_ID": "airflow.dag_id",
+        "AIRFLOW_CTX_TASK_ID": "airflow.task_id",
+        "AIRFLOW_CTX_DAG_RUN_ID": "airflow.run_id",
+    }
     return {tag: os.environ[env] for env, tag in keys.items() if os.environ.get(env)}
 
 
@@ -379,6 +399,7 @@ def _complete_history(mlflow_client: MlflowClient, name: str, prefix: str, versi
         mlflow_client.set_model_version_tag(name, previous, f"{prefix}replaced_by", version)
         mlflow_client.set_model_version_tag(name, previous, f"{prefix}replaced_at", tags.get(f"{prefix}moved_at", ""))
 
+
 # --------------------------------------------------------------------------------------------- lineage
 
 
@@ -409,10 +430,15 @@ def chain(name: str, alias: str | None = None, version: str | None = None) -> di
         "pipeline": tags.get("mlops.pipeline"),
         "pipeline_run": tags.get("mlops.run_id"),
         "dataset": {"uri": tags.get("mlops.dataset.uri"), "digest": tags.get("mlops.dataset.digest")},
-        "validation": {"result_uri": tags.get("mlops.validation.result_uri"), "success": tags.get("mlops.validation.success")},
+        "validation": {
+            "result_uri": tags.get("mlops.validation.result_uri"),
+            "success": tags.get("mlops.validation.success"),
+        },
         "train_run": _run_summary(mlflow_client, tags.get("mlops.train.run_id")),
         "evaluate_run": _run_summary(mlflow_client, tags.get("mlops.evaluate.run_id")),
-        "alias_history": {k.removeprefix("mlops.alias."): v for k, v in sorted(tags.items()) if k.startswith("mlops.alias.")},
+        "alias_history": {
+            k.removeprefix("mlops.alias."): v for k, v in sorted(tags.items()) if k.startswith("mlops.alias.")
+        },
     }
     return out
 

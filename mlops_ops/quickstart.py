@@ -101,8 +101,10 @@ def manifests(run_id: str) -> dict[str, dict[str, Any]]:
 
 def summary(run: dict[str, str], errors: list[str], results: dict[str, dict[str, Any]], elapsed: float) -> str:
     """What happened, in a dozen lines."""
-    lines = [f"Run {run['run_id']}: {run['state']} in {elapsed:.1f}s",
-             "  steps       " + ", ".join(f"{t}={'done' if t in results else 'not run'}" for t in STEPS)]
+    lines = [
+        f"Run {run['run_id']}: {run['state']} in {elapsed:.1f}s",
+        "  steps       " + ", ".join(f"{t}={'done' if t in results else 'not run'}" for t in STEPS),
+    ]
     lines += [f"  error       {e}" for e in errors]
     if "ingest" in results:
         snap = results["ingest"]["snapshot"]
@@ -118,8 +120,11 @@ def summary(run: dict[str, str], errors: list[str], results: dict[str, dict[str,
         lines.append(f"  decision    {verdict}")
     if "promote" in results:
         pr = results["promote"]
-        moved = f"moved from v{pr['previous_version']}" if pr["moved"] and pr["previous_version"] else (
-            "set" if pr["moved"] else "unchanged")
+        moved = (
+            f"moved from v{pr['previous_version']}"
+            if pr["moved"] and pr["previous_version"]
+            else ("set" if pr["moved"] else "unchanged")
+        )
         lines.append(f"  registry    {pr['model_name']} v{pr['version']} @{pr['alias']} ({moved})")
         lines.append(f"  lineage     mlops-ops lineage {pr['model_name']} --alias {pr['alias']}")
     return "\n".join(lines)
@@ -131,9 +136,16 @@ def _metrics(values: dict[str, float]) -> str:
 
 
 @click.command()
-@click.option("--data", "batch", default="base", show_default=True,
-              help="Demo batch (base, drift, corrupt) or a path/URI of your own CSV or Parquet.")
-@click.option("--dags-folder", type=click.Path(path_type=Path, file_okay=False), default=Path("dags"), show_default=True)
+@click.option(
+    "--data",
+    "batch",
+    default="base",
+    show_default=True,
+    help="Demo batch (base, drift, corrupt) or a path/URI of your own CSV or Parquet.",
+)
+@click.option(
+    "--dags-folder", type=click.Path(path_type=Path, file_okay=False), default=Path("dags"), show_default=True
+)
 @click.option("--conf", "extra_conf", default="{}", help="Extra DAG params as JSON (the UI form's fields).")
 @click.option("--ui", is_flag=True, help="Instead, start Airflow (API server, scheduler, DAG processor) on this home.")
 def main(batch: str, dags_folder: Path, extra_conf: str, ui: bool) -> None:
@@ -141,8 +153,10 @@ def main(batch: str, dags_folder: Path, extra_conf: str, ui: bool) -> None:
     env = airflow_env(dags_folder, Path("plugins") if Path("plugins").is_dir() else None)
     if ui:
         env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
-        click.echo(f"Starting Airflow on {env['AIRFLOW_HOME']}; the admin password is printed below and kept "
-                   "in simple_auth_manager_passwords.json.generated there.")
+        click.echo(
+            f"Starting Airflow on {env['AIRFLOW_HOME']}; the admin password is printed below and kept "
+            "in simple_auth_manager_passwords.json.generated there."
+        )
         os.execve(str(Path(sys.executable).with_name("airflow")), ["airflow", "standalone"], env)
     log = mlops_home() / "demo.log"
     data = str(DATA_DIR / BATCHES[batch]) if batch in BATCHES else batch

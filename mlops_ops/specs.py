@@ -19,7 +19,14 @@ TaskType = Literal["classification", "regression"]
 
 #: Metrics each task type computes, and whether a higher value is better.
 METRICS: dict[str, dict[str, bool]] = {
-    "classification": {"accuracy": True, "roc_auc": True, "f1": True, "precision": True, "recall": True, "log_loss": False},
+    "classification": {
+        "accuracy": True,
+        "roc_auc": True,
+        "f1": True,
+        "precision": True,
+        "recall": True,
+        "log_loss": False,
+    },
     "regression": {"rmse": False, "mae": False, "r2": True},
 }
 ALL_METRICS = {name for group in METRICS.values() for name in group}

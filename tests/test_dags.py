@@ -11,8 +11,18 @@ import pytest
 
 from tests.conftest import REPO
 
-HEAVY = ("sklearn", "pandas", "numpy", "mlflow", "great_expectations", "kubernetes", "boto3", "pyarrow",
-         "matplotlib", "kubernetes_asyncio")
+HEAVY = (
+    "sklearn",
+    "pandas",
+    "numpy",
+    "mlflow",
+    "great_expectations",
+    "kubernetes",
+    "boto3",
+    "pyarrow",
+    "matplotlib",
+    "kubernetes_asyncio",
+)
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 
 PROBE = """
@@ -37,18 +47,22 @@ def test_dagbag_has_no_import_errors(path: Path) -> None:
     assert bag.dags, f"{path.name} defines no DAG"
 
 
-@pytest.mark.parametrize("target", [*DAG_FILES, REPO / "mlops_ops" / "operators" / "__init__.py"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("target", [*DAG_FILES, REPO / "mlops_ops" / "operators" / "__init__.py"], ids=lambda p: p.name)
 def test_parse_loads_no_heavy_library(target: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", PROBE, str(target), *HEAVY], capture_output=True, text=True,
-                          check=False, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(target), *HEAVY], capture_output=True, text=True, check=False, cwd=REPO
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 def test_provider_is_registered() -> None:
-    done = subprocess.run([str(Path(sys.executable).with_name("airflow")), "providers", "list", "-o", "json"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "providers", "list", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     start = done.stdout.index("[")
     names = {p["package_name"] for p in json.loads(done.stdout[start:])}

@@ -63,16 +63,18 @@ def test_train_logs_model_and_dataset(trained: dict[str, Any], ingested: dict[st
 
 
 def test_identical_training_is_reused_not_repeated(trained: dict[str, Any], ingested: dict[str, Any]) -> None:
-    again = step("train", {"dataset": ingested, "target": "churned", "estimator_params": {"max_iter": 50}},
-                 "--run-id", "r2")
+    again = step(
+        "train", {"dataset": ingested, "target": "churned", "estimator_params": {"max_iter": 50}}, "--run-id", "r2"
+    )
     assert again["cached"] is True
     assert again["model_uri"] == trained["model_uri"]
     assert again["mlflow_run_id"] == trained["mlflow_run_id"]
 
 
 def test_evaluate_then_promote_then_lineage(trained: dict[str, Any], ingested: dict[str, Any]) -> None:
-    evaluation = step("evaluate", {"dataset": ingested, "candidate": trained, "registered_model": MODEL,
-                                   "gates": ["roc_auc >= 0.7"]})
+    evaluation = step(
+        "evaluate", {"dataset": ingested, "candidate": trained, "registered_model": MODEL, "gates": ["roc_auc >= 0.7"]}
+    )
     assert evaluation["passed"] is True and evaluation["champion_version"] is None
     assert evaluation["dataset_digest"] == ingested["eval"]["digest"]
     promoted = step("promote", {"evaluation": evaluation, "registered_model": MODEL})
@@ -93,8 +95,9 @@ def test_evaluate_then_promote_then_lineage(trained: dict[str, Any], ingested: d
     assert f"{MODEL} version 1 (champion)" in text and ingested["train"]["digest"] in text
 
     # Second candidate: compared with the champion on the same rows.
-    second = step("evaluate", {"dataset": ingested, "candidate": trained, "registered_model": MODEL,
-                               "min_improvement": 0.5})
+    second = step(
+        "evaluate", {"dataset": ingested, "candidate": trained, "registered_model": MODEL, "min_improvement": 0.5}
+    )
     assert second["champion_version"] == "1"
     assert second["champion_metrics"]["roc_auc"] == pytest.approx(second["candidate_metrics"]["roc_auc"])
     assert second["passed"] is False
@@ -104,8 +107,15 @@ def test_evaluate_then_promote_then_lineage(trained: dict[str, Any], ingested: d
 def test_failed_gate_registers_nothing(trained: dict[str, Any], ingested: dict[str, Any]) -> None:
     from mlflow import MlflowClient
 
-    evaluation = step("evaluate", {"dataset": ingested, "candidate": trained, "registered_model": "never-registered",
-                                   "gates": ["accuracy >= 0.999"]})
+    evaluation = step(
+        "evaluate",
+        {
+            "dataset": ingested,
+            "candidate": trained,
+            "registered_model": "never-registered",
+            "gates": ["accuracy >= 0.999"],
+        },
+    )
     assert evaluation["passed"] is False
     assert evaluation["reasons"][0].startswith("accuracy = ")
     error = step("promote", {"evaluation": evaluation, "registered_model": "never-registered"}, code=5)
@@ -140,17 +150,24 @@ def test_estimator_with_bad_parameters(ingested: dict[str, Any]) -> None:
 
 
 def test_estimator_with_a_wrongly_typed_parameter(ingested: dict[str, Any]) -> None:
-    error = step("train", {"dataset": ingested, "target": "churned", "estimator_params": {"max_iter": "lots"}},
-                 code=2)
+    error = step("train", {"dataset": ingested, "target": "churned", "estimator_params": {"max_iter": "lots"}}, code=2)
     assert "rejects its parameters {'max_iter': 'lots'}" in error and "max_iter" in error
 
 
 def test_regression_pipeline(ingested: dict[str, Any]) -> None:
-    model = step("train", {"dataset": ingested, "target": "monthly_charges", "task": "regression",
-                           "estimator": "sklearn.linear_model.Ridge"})
+    model = step(
+        "train",
+        {
+            "dataset": ingested,
+            "target": "monthly_charges",
+            "task": "regression",
+            "estimator": "sklearn.linear_model.Ridge",
+        },
+    )
     assert set(model["metrics"]) == {"rmse", "mae", "r2"}
-    evaluation = step("evaluate", {"dataset": ingested, "candidate": model, "registered_model": "charges",
-                                   "gates": ["rmse <= 1000"]})
+    evaluation = step(
+        "evaluate", {"dataset": ingested, "candidate": model, "registered_model": "charges", "gates": ["rmse <= 1000"]}
+    )
     assert evaluation["passed"] is True
 
 

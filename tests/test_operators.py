@@ -26,18 +26,43 @@ def manifest(step: str, spec: dict[str, Any], passed: bool) -> dict[str, Any]:
     if step == "ingest":
         return {"step": "ingest", "source": spec["source"], "snapshot": REF, "train": REF, "eval": REF}
     if step == "validate":
-        return {"step": "validate", "success": True, "dataset_digest": REF["digest"], "suite": "s", "evaluated": 3,
-                "result_uri": "file:///r.json", "report_uri": "file:///r.md"}
+        return {
+            "step": "validate",
+            "success": True,
+            "dataset_digest": REF["digest"],
+            "suite": "s",
+            "evaluated": 3,
+            "result_uri": "file:///r.json",
+            "report_uri": "file:///r.md",
+        }
     if step == "train":
-        return {"step": "train", "mlflow_run_id": "run-train", "model_uri": "models:/m-1", "task": spec["task"],
-                "target": spec["target"], "estimator": spec["estimator"], "dataset_digest": REF["digest"],
-                "dataset_uri": REF["uri"]}
+        return {
+            "step": "train",
+            "mlflow_run_id": "run-train",
+            "model_uri": "models:/m-1",
+            "task": spec["task"],
+            "target": spec["target"],
+            "estimator": spec["estimator"],
+            "dataset_digest": REF["digest"],
+            "dataset_uri": REF["uri"],
+        }
     if step == "evaluate":
-        return {"step": "evaluate", "passed": passed, "reasons": [] if passed else ["roc_auc = 0.6000, required >= 0.75"],
-                "candidate": spec["candidate"], "candidate_metrics": {"roc_auc": 0.6}, "dataset_digest": REF["digest"],
-                "mlflow_run_id": "run-eval"}
-    return {"step": "promote", "model_name": spec["registered_model"], "version": "1", "alias": spec["alias"],
-            "moved": True}
+        return {
+            "step": "evaluate",
+            "passed": passed,
+            "reasons": [] if passed else ["roc_auc = 0.6000, required >= 0.75"],
+            "candidate": spec["candidate"],
+            "candidate_metrics": {"roc_auc": 0.6},
+            "dataset_digest": REF["digest"],
+            "mlflow_run_id": "run-eval",
+        }
+    return {
+        "step": "promote",
+        "model_name": spec["registered_model"],
+        "version": "1",
+        "alias": spec["alias"],
+        "moved": True,
+    }
 
 
 class RecordingRunner:
@@ -51,8 +76,11 @@ class RecordingRunner:
         self.calls.append(invocation)
         log(f"recorded {invocation.step}")
         if invocation.step == self.fail:
-            raise StepFailed(4, "ValidationFailed: 1 of 3 expectations failed: expect_column_values_to_not_be_null "
-                                "on column 'age': 7 unexpected values")
+            raise StepFailed(
+                4,
+                "ValidationFailed: 1 of 3 expectations failed: expect_column_values_to_not_be_null "
+                "on column 'age': 7 unexpected values",
+            )
         return manifest(invocation.step, invocation.spec, self.passed)
 
     def by_step(self) -> dict[str, StepInvocation]:
@@ -84,9 +112,15 @@ def states(run: Any) -> dict[str, str]:
 
 def test_templates_render_from_params_and_xcom(dag: Any, recorder: Callable[..., RecordingRunner]) -> None:
     runner = recorder()
-    conf = {"data_uri": "s3://bucket/data.parquet", "estimator": "sklearn.linear_model.LogisticRegression",
-            "estimator_params": {"C": 0.5}, "gate_metric": "log_loss", "gate_threshold": 0.4,
-            "promotion_policy": "challenger", "registered_model": "fraud"}
+    conf = {
+        "data_uri": "s3://bucket/data.parquet",
+        "estimator": "sklearn.linear_model.LogisticRegression",
+        "estimator_params": {"C": 0.5},
+        "gate_metric": "log_loss",
+        "gate_threshold": 0.4,
+        "promotion_policy": "challenger",
+        "registered_model": "fraud",
+    }
     run = dag.test(run_conf=conf)
     assert str(run.state) == "success", states(run)
     calls = runner.by_step()

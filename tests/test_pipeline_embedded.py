@@ -23,8 +23,9 @@ MODEL = "churn-classifier"
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_", "MLOPS_"))}
     env["MLOPS_HOME"] = str(home)
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=600
+    )
 
 
 def lineage(home: Path) -> dict[str, object]:

@@ -9,8 +9,15 @@ from mlops_ops.specs import EvaluateSpec, Gate, TrainSpec, ValidateSpec, parse_s
 
 REF = {"uri": "file:///x.parquet", "digest": "ab" * 32, "rows": 10}
 INGEST = {"source": "x.csv", "snapshot": REF, "train": REF | {"rows": 8}, "eval": REF | {"rows": 2}}
-CANDIDATE = {"mlflow_run_id": "r1", "model_uri": "models:/m-1", "task": "classification", "target": "y",
-             "estimator": "sklearn.linear_model.LogisticRegression", "dataset_digest": "d", "dataset_uri": "u"}
+CANDIDATE = {
+    "mlflow_run_id": "r1",
+    "model_uri": "models:/m-1",
+    "task": "classification",
+    "target": "y",
+    "estimator": "sklearn.linear_model.LogisticRegression",
+    "dataset_digest": "d",
+    "dataset_uri": "u",
+}
 
 
 def test_gate_parses_expression_and_checks_metrics() -> None:
@@ -28,12 +35,16 @@ def test_gate_rejects_malformed_expression() -> None:
 
 def test_threshold_on_unknown_metric_is_named() -> None:
     with pytest.raises(SpecError, match="unknown metric 'auroc' for classification; known: accuracy, f1"):
-        parse_spec("evaluate", {"dataset": REF, "candidate": CANDIDATE, "registered_model": "m", "gates": ["auroc >= 0.8"]})
+        parse_spec(
+            "evaluate", {"dataset": REF, "candidate": CANDIDATE, "registered_model": "m", "gates": ["auroc >= 0.8"]}
+        )
 
 
 def test_regression_metric_on_classifier_is_rejected() -> None:
     with pytest.raises(SpecError, match="unknown metric 'rmse'"):
-        parse_spec("evaluate", {"dataset": REF, "candidate": CANDIDATE, "registered_model": "m", "compare_metric": "rmse"})
+        parse_spec(
+            "evaluate", {"dataset": REF, "candidate": CANDIDATE, "registered_model": "m", "compare_metric": "rmse"}
+        )
 
 
 @pytest.mark.parametrize("estimator", ["os.system", "xgboost.XGBClassifier", "sklearn"])
@@ -43,8 +54,15 @@ def test_non_sklearn_estimator_is_refused(estimator: str) -> None:
 
 
 def test_extra_prefix_allows_other_estimators() -> None:
-    spec = parse_spec("train", {"dataset": REF, "target": "y", "estimator": "xgboost.XGBClassifier",
-                                "allowed_estimator_prefixes": ["sklearn.", "xgboost."]})
+    spec = parse_spec(
+        "train",
+        {
+            "dataset": REF,
+            "target": "y",
+            "estimator": "xgboost.XGBClassifier",
+            "allowed_estimator_prefixes": ["sklearn.", "xgboost."],
+        },
+    )
     assert isinstance(spec, TrainSpec)
 
 
@@ -57,7 +75,14 @@ def test_ingest_result_selects_the_right_partition() -> None:
 
 
 def test_training_on_failed_validation_is_refused() -> None:
-    failed = {"success": False, "dataset_digest": "d", "suite": "s", "evaluated": 3, "result_uri": "r", "report_uri": "p"}
+    failed = {
+        "success": False,
+        "dataset_digest": "d",
+        "suite": "s",
+        "evaluated": 3,
+        "result_uri": "r",
+        "report_uri": "p",
+    }
     with pytest.raises(SpecError, match="failed validation; refusing to train"):
         parse_spec("train", {"dataset": REF, "target": "y", "validation": failed})
 

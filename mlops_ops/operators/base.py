@@ -161,7 +161,9 @@ class MlopsStepOperator(BaseOperator):
         invocation = self.invocation(context)
         runner = get_runner(self.runner, **(coerce(self.runner_options) or {}))
         self._active_runner = runner  # for on_kill
-        self.log.info("running step %s via the %s runner (try %d)", self.step_name, self.runner, invocation.ctx.try_number)
+        self.log.info(
+            "running step %s via the %s runner (try %d)", self.step_name, self.runner, invocation.ctx.try_number
+        )
         try:
             result = runner.run(invocation, log=self.log.info, context=context)
         except StepFailed as exc:

@@ -30,8 +30,15 @@ class IngestOperator(MlopsStepOperator):
     spec_fields = ("source", "target", "format", "split")
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, *spec_fields)
 
-    def __init__(self, *, source: str, target: str | None = None, format: str = "auto",
-                 split: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        source: str,
+        target: str | None = None,
+        format: str = "auto",
+        split: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.source, self.target, self.format, self.split = source, target, format, split
 
@@ -68,16 +75,34 @@ class TrainOperator(MlopsStepOperator):
     """
 
     step_name = "train"
-    spec_fields = ("dataset", "target", "task", "estimator", "estimator_params", "features", "seed", "validation",
-                   "allowed_estimator_prefixes")
+    spec_fields = (
+        "dataset",
+        "target",
+        "task",
+        "estimator",
+        "estimator_params",
+        "features",
+        "seed",
+        "validation",
+        "allowed_estimator_prefixes",
+    )
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, *spec_fields)
     ui_color = "#fef3c7"
 
-    def __init__(self, *, dataset: Any, target: str, task: str = "classification",
-                 estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier",
-                 estimator_params: dict[str, Any] | str | None = None, features: list[str] | None = None,
-                 seed: int | str = 42, validation: Any = None,
-                 allowed_estimator_prefixes: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        dataset: Any,
+        target: str,
+        task: str = "classification",
+        estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier",
+        estimator_params: dict[str, Any] | str | None = None,
+        features: list[str] | None = None,
+        seed: int | str = 42,
+        validation: Any = None,
+        allowed_estimator_prefixes: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.dataset, self.target, self.task, self.estimator = dataset, target, task, estimator
         self.estimator_params, self.features, self.seed = estimator_params, features, seed
@@ -101,8 +126,17 @@ class EvaluateOperator(MlopsStepOperator):
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, *spec_fields)
     ui_color = "#ede9fe"
 
-    def __init__(self, *, dataset: Any, candidate: Any, registered_model: str, gates: list[str] | None = None,
-                 compare_metric: str | None = None, min_improvement: float | str = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        dataset: Any,
+        candidate: Any,
+        registered_model: str,
+        gates: list[str] | None = None,
+        compare_metric: str | None = None,
+        min_improvement: float | str = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.dataset, self.candidate, self.registered_model = dataset, candidate, registered_model
         self.gates, self.compare_metric, self.min_improvement = gates, compare_metric, min_improvement
@@ -122,8 +156,9 @@ class PromoteOperator(MlopsStepOperator):
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, *spec_fields)
     ui_color = "#fee2e2"
 
-    def __init__(self, *, evaluation: Any, registered_model: str, alias: str = "champion", reason: str = "",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *, evaluation: Any, registered_model: str, alias: str = "champion", reason: str = "", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.evaluation, self.registered_model, self.alias, self.reason = evaluation, registered_model, alias, reason
 

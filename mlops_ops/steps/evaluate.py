@@ -19,7 +19,9 @@ from mlops_ops.store import Store
 log = logging.getLogger(__name__)
 
 
-def _champion(spec: EvaluateSpec, x: pd.DataFrame, y: pd.Series) -> tuple[str | None, dict[str, float] | None, Any, str | None]:
+def _champion(
+    spec: EvaluateSpec, x: pd.DataFrame, y: pd.Series
+) -> tuple[str | None, dict[str, float] | None, Any, str | None]:
     """Score the current champion on the same rows; return (version, metrics, model, note)."""
     found = lineage.version_by_alias(spec.registered_model, spec.champion_alias)
     if found is None:
@@ -57,26 +59,44 @@ def run(spec: EvaluateSpec, ctx: RunContext, store: Store) -> EvaluateResult:
         frame = pd.read_parquet(path)
     x, y = split_xy(frame, spec.candidate.target, None)
     candidate_model = lineage.load_model(spec.candidate.model_uri)
-    x = x[[c for c in _feature_names(candidate_model, x)]]
+    x = x[_feature_names(candidate_model, x)]
     candidate = metric_fns.compute(spec.candidate.task, candidate_model, x, y)
     champion_version, champion, champion_model, note = _champion(spec, x, y)
     reasons = decide(spec, candidate, champion)
     passed = not reasons
 
     with lineage.step_run(ctx) as mlrun:
-        mlrun.log_dataset(frame, name="eval", uri=spec.dataset.uri, digest=spec.dataset.digest, context="evaluation", target=spec.candidate.target)
-        mlrun.log_params({"gates": [str(g) for g in spec.gates], "compare_metric": spec.comparison(), "min_improvement": spec.min_improvement})
+        mlrun.log_dataset(
+            frame,
+            name="eval",
+            uri=spec.dataset.uri,
+            digest=spec.dataset.digest,
+            context="evaluation",
+            target=spec.candidate.target,
+        )
+        mlrun.log_params(
+            {
+                "gates": [str(g) for g in spec.gates],
+                "compare_metric": spec.comparison(),
+                "min_improvement": spec.min_improvement,
+            }
+        )
         mlrun.log_metrics(candidate, prefix="candidate_")
         if champion is not None:
             mlrun.log_metrics(champion, prefix="champion_")
-        mlrun.tag(**{
-            "mlops.evaluation.passed": passed,
-            "mlops.candidate.run_id": spec.candidate.mlflow_run_id,
-            "mlops.champion.version": champion_version or "none",
-        })
+        mlrun.tag(
+            **{
+                "mlops.evaluation.passed": passed,
+                "mlops.candidate.run_id": spec.candidate.mlflow_run_id,
+                "mlops.champion.version": champion_version or "none",
+            }
+        )
         report = _report(spec, candidate, champion, champion_version, reasons, note)
         mlrun.log_text(report, "evaluation/report.md")
-        mlrun.log_text(json.dumps({"passed": passed, "reasons": reasons, "candidate": candidate, "champion": champion}, indent=2), "evaluation/decision.json")
+        mlrun.log_text(
+            json.dumps({"passed": passed, "reasons": reasons, "candidate": candidate, "champion": champion}, indent=2),
+            "evaluation/decision.json",
+        )
         _plots(mlrun, spec.candidate.task, {"candidate": candidate_model, "champion": champion_model}, x, y)
         report_uri = f"runs:/{mlrun.run_id}/evaluation/report.md"
         log.info("candidate %s", _fmt(candidate))
@@ -112,13 +132,27 @@ def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
 
 
-def _report(spec: EvaluateSpec, candidate: dict[str, float], champion: dict[str, float] | None,
-            champion_version: str | None, reasons: list[str], note: str | None) -> str:
-    lines = [f"# Evaluation of {spec.registered_model} candidate", "",
-             f"Decision: **{'PASS' if not reasons else 'REJECT'}**", ""]
+def _report(
+    spec: EvaluateSpec,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    champion_version: str | None,
+    reasons: list[str],
+    note: str | None,
+) -> str:
+    lines = [
+        f"# Evaluation of {spec.registered_model} candidate",
+        "",
+        f"Decision: **{'PASS' if not reasons else 'REJECT'}**",
+        "",
+    ]
     lines += [f"- {r}" for r in reasons] or ["- all gates passed"]
-    lines += ["", f"Gates: {', '.join(str(g) for g in spec.gates) or 'none'}; compared on {spec.comparison()} "
-              f"with margin {spec.min_improvement:g}", ""]
+    lines += [
+        "",
+        f"Gates: {', '.join(str(g) for g in spec.gates) or 'none'}; compared on {spec.comparison()} "
+        f"with margin {spec.min_improvement:g}",
+        "",
+    ]
     if note:
         lines += [f"Note: {note}", ""]
     header = "| metric | candidate |" + (f" champion v{champion_version} |" if champion else "")

@@ -44,7 +44,9 @@ def build_pipeline(frame: pd.DataFrame, estimator: Any) -> Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    numeric = [
+        c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    ]
     categorical = [c for c in frame.columns if c not in numeric]
     pre = ColumnTransformer(
         [
@@ -75,7 +77,9 @@ def split_xy(frame: pd.DataFrame, target: str, features: list[str] | None) -> tu
         raise DataError(f"feature columns {missing} are not in the data; columns are: {', '.join(frame.columns)}")
     y = frame[target]
     if y.isna().any():
-        raise DataError(f"target column {target!r} has {int(y.isna().sum())} missing values; drop or fill them upstream")
+        raise DataError(
+            f"target column {target!r} has {int(y.isna().sum())} missing values; drop or fill them upstream"
+        )
     return frame[wanted], y
 
 
@@ -103,16 +107,27 @@ def run(spec: TrainSpec, ctx: RunContext, store: Store) -> TrainResult:
     """Fit the pipeline on the train partition and log it to MLflow with its dataset input."""
     key = fingerprint(spec)
     with lineage.step_run(ctx) as mlrun:
-        mlrun.tag(**{"mlops.train.fingerprint": key, "mlops.dataset.digest": spec.dataset.digest, "mlops.dataset.uri": spec.dataset.uri})
+        mlrun.tag(
+            **{
+                "mlops.train.fingerprint": key,
+                "mlops.dataset.digest": spec.dataset.digest,
+                "mlops.dataset.uri": spec.dataset.uri,
+            }
+        )
         if spec.validation is not None:
             mlrun.tag(**{"mlops.validation.result_uri": spec.validation.result_uri})
         earlier = mlrun.find_training(key)
         if earlier is not None:
-            log.info("training already done in MLflow run %s (same data digest and spec); reusing its model %s",
-                     earlier["run_id"], earlier["model_uri"])
+            log.info(
+                "training already done in MLflow run %s (same data digest and spec); reusing its model %s",
+                earlier["run_id"],
+                earlier["model_uri"],
+            )
             if earlier["run_id"] != mlrun.run_id:
                 mlrun.tag(**{"mlops.train.cached_from": earlier["run_id"], "mlops.model_uri": earlier["model_uri"]})
-            return _result(spec, earlier["run_id"], earlier["model_uri"], earlier["model_id"], earlier["metrics"], cached=True)
+            return _result(
+                spec, earlier["run_id"], earlier["model_uri"], earlier["model_id"], earlier["metrics"], cached=True
+            )
         model_uri, model_id, train_metrics = _fit_and_log(spec, mlrun, store)
         return _result(spec, mlrun.run_id, model_uri, model_id, train_metrics, cached=False)
 
@@ -130,7 +145,9 @@ def _fit_and_log(spec: TrainSpec, mlrun: lineage.StepRun, store: Store) -> tuple
         {"estimator": spec.estimator, "task": spec.task, "target": spec.target, "seed": spec.seed, "rows": len(frame)}
         | {f"model.{k}": v for k, v in spec.estimator_params.items()}
     )
-    mlrun.log_dataset(frame, name="train", uri=spec.dataset.uri, digest=spec.dataset.digest, context="training", target=spec.target)
+    mlrun.log_dataset(
+        frame, name="train", uri=spec.dataset.uri, digest=spec.dataset.digest, context="training", target=spec.target
+    )
     started = time.perf_counter()
     log.info("fitting %s on %d rows x %d features", spec.estimator, len(x), x.shape[1])
     try:
@@ -147,7 +164,9 @@ def _fit_and_log(spec: TrainSpec, mlrun: lineage.StepRun, store: Store) -> tuple
     return model_uri, model_id, train_metrics
 
 
-def _result(spec: TrainSpec, run_id: str, model_uri: str, model_id: str | None, train_metrics: dict[str, float], *, cached: bool) -> TrainResult:
+def _result(
+    spec: TrainSpec, run_id: str, model_uri: str, model_id: str | None, train_metrics: dict[str, float], *, cached: bool
+) -> TrainResult:
     return TrainResult(
         mlflow_run_id=run_id,
         model_uri=model_uri,
