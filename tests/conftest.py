@@ -14,6 +14,7 @@ import pytest
 
 pytest_plugins = [
     "tests.servers.s3",
+    "tests.servers.embedded",
     "tests.servers.postgres",
     "tests.servers.mlflow_server",
     "tests.servers.airflow_server",

@@ -9,11 +9,7 @@ trigger form sends - against the MLflow server (PostgreSQL, artifacts proxied to
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +18,7 @@ import pytest
 
 from mlops_ops.demo import DATA_DIR
 from tests.servers.airflow_server import AirflowApi, AirflowServer, add_connections
+from tests.servers.embedded import EmbeddedDemo, clean_env, lineage
 
 if TYPE_CHECKING:
     from tests.servers.mlflow_server import MlflowServer
@@ -44,12 +41,6 @@ MLFLOW_LOGIN, MLFLOW_PASSWORD, MLFLOW_TOKEN = "mlops-ci", "mlflow-pw-7c1d9e2f4a"
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without Airflow, MLflow, S3 or mlops settings, plus ``extra``."""
-    prefixes = ("AIRFLOW", "MLFLOW_", "MLOPS_", "AWS_")
-    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)} | extra
-
-
 def shape(value: Any) -> Any:
     """The structure of a JSON value: keys and types, not values."""
     if isinstance(value, dict):
@@ -57,15 +48,6 @@ def shape(value: Any) -> Any:
     if isinstance(value, list):
         return [shape(item) for item in value]
     return type(value).__name__
-
-
-def lineage(model: str, env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "mlops_ops.cli", "lineage", model, "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -167,45 +149,15 @@ def secrets_of(s3_server: S3Server) -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------- fixtures
 
 
-@dataclass(frozen=True)
-class Embedded:
-    """The embedded default running in the background: ``python -m mlops_ops.quickstart`` on a fresh home."""
-
-    process: subprocess.Popen[bytes]
-    home: Path
-
-    def lineage(self) -> dict[str, Any]:
-        code = self.process.wait(timeout=RUN_TIMEOUT_SECONDS)
-        assert code == 0, (self.home / "quickstart.log").read_text()[-3000:]
-        return lineage("churn-classifier", clean_env(MLOPS_HOME=str(self.home)))
-
-
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
-    """The embedded default, started first so that it runs while the servers start."""
-    home = tmp_path_factory.mktemp("embedded-default")
-    with (home / "quickstart.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlops_ops.quickstart", "--data", "base"],
-            cwd=REPO, env=clean_env(MLOPS_HOME=str(home)), stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        yield Embedded(process, home)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-
-
-@pytest.fixture(scope="module")
-def embedded_lineage(embedded: Embedded) -> dict[str, Any]:
+def embedded_lineage(embedded_demo: EmbeddedDemo) -> dict[str, Any]:
     """The lineage the embedded default recorded for its champion."""
-    return embedded.lineage()
+    return embedded_demo.lineage()
 
 
 @pytest.fixture(scope="module")
 def deployment(
-    embedded: Embedded, airflow_server: AirflowServer, mlflow_server: MlflowServer, s3_server: S3Server
+    embedded_demo: EmbeddedDemo, airflow_server: AirflowServer, mlflow_server: MlflowServer, s3_server: S3Server
 ) -> Deployment:
     """The stack with the demo data in S3, the two connections made through the REST API, the DAG unpaused."""
     data_key = "data/churn.csv"

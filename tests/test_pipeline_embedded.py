@@ -6,49 +6,37 @@ each step runs as its own ``mlops-ops step`` process.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.servers.embedded import MODEL, EmbeddedDemo, clean_env, lineage, quickstart
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-MODEL = "churn-classifier"
-
-
-def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_", "MLOPS_"))}
-    env["MLOPS_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=600
-    )
-
-
-def lineage(home: Path) -> dict[str, object]:
-    done = run(home, "-m", "mlops_ops.cli", "lineage", MODEL, "--json")
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("embedded")
+def home(embedded_demo: EmbeddedDemo) -> Path:
+    return embedded_demo.home
 
 
 @pytest.fixture(scope="module")
-def first(home: Path) -> subprocess.CompletedProcess[str]:
-    return run(home, "-m", "mlops_ops.quickstart", "--data", "base")
+def first(embedded_demo: EmbeddedDemo) -> subprocess.CompletedProcess[str]:
+    code, output = embedded_demo.finish()
+    return subprocess.CompletedProcess(["quickstart"], code, output, "")
+
+
+def chain_of(home: Path) -> dict[str, Any]:
+    return lineage(MODEL, clean_env(MLOPS_HOME=str(home)))
 
 
 def test_demo_batch_is_promoted_with_complete_lineage(home: Path, first: subprocess.CompletedProcess[str]) -> None:
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert ": success in " in first.stdout
     assert "registry    churn-classifier v1 @champion (set)" in first.stdout
-    chain = lineage(home)
+    chain = chain_of(home)
     assert chain["version"] == "1" and chain["aliases"] == ["champion"]
     assert chain["pipeline"] == "mlops_training" and str(chain["pipeline_run"]).startswith("manual__")
     assert chain["validation"]["result_uri"].startswith("file://")  # type: ignore[index]
@@ -71,18 +59,18 @@ def test_demo_batch_is_promoted_with_complete_lineage(home: Path, first: subproc
 
 
 def test_corrupt_batch_stops_at_validation(home: Path, first: subprocess.CompletedProcess[str]) -> None:
-    done = run(home, "-m", "mlops_ops.quickstart", "--data", "corrupt")
+    done = quickstart(home, "--data", "corrupt")
     assert done.returncode == 1
     assert ": failed in " in done.stdout
     assert "step validate failed: ValidationFailed: " in done.stdout
     assert "on column 'age'" in done.stdout and "unexpected values" in done.stdout
     assert "train=not run" in done.stdout
-    chain = lineage(home)
+    chain = chain_of(home)
     assert chain["version"] == "1" and chain["aliases"] == ["champion"]
 
 
 def test_rerun_creates_no_duplicate_version(home: Path, first: subprocess.CompletedProcess[str]) -> None:
-    done = run(home, "-m", "mlops_ops.quickstart", "--data", "base")
+    done = quickstart(home, "--data", "base")
     assert done.returncode == 0, done.stdout[-3000:]
     assert "churn-classifier v1 @champion (unchanged)" in done.stdout
     from mlflow import MlflowClient
