@@ -59,3 +59,18 @@ def mlops_home(tmp_path: Path) -> Iterator[Path]:
     with isolated_home(tmp_path / "mlops") as home:
         home.mkdir()
         yield home
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI every test must really run: a skip (a server that did not start, say) fails the run."""
+    if os.environ.get("CI") != "true":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped and session.exitstatus == 0:
+        names = ", ".join(sorted({r.nodeid for r in skipped})[:10])
+        if reporter is not None:
+            reporter.write_line(
+                f"CI=true: {len(skipped)} test(s) were skipped, which CI does not allow: {names}", red=True
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
