@@ -37,8 +37,3 @@ class StoreError(MlopsError):
     """An artifact could not be read from or written to the store."""
 
     exit_code = 6
-
-
-EXIT_CODES: dict[int, type[MlopsError]] = {
-    cls.exit_code: cls for cls in (MlopsError, SpecError, DataError, ValidationFailed, PromotionRejected, StoreError)
-}

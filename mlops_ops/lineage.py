@@ -31,18 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TAG = "mlops."
 RUN_KEY, ROLE, STEP = "mlops.run_key", "mlops.role", "mlops.step"
-#: Tags on a model version that lead back to where it came from.
-VERSION_LINEAGE_TAGS = (
-    "mlops.dataset.uri",
-    "mlops.dataset.digest",
-    "mlops.validation.result_uri",
-    "mlops.train.run_id",
-    "mlops.evaluate.run_id",
-    "mlops.pipeline",
-    "mlops.run_id",
-)
 
 
 def _quiet() -> None:

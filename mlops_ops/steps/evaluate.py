@@ -99,9 +99,9 @@ def run(spec: EvaluateSpec, ctx: RunContext, store: Store) -> EvaluateResult:
         )
         _plots(mlrun, spec.candidate.task, {"candidate": candidate_model, "champion": champion_model}, x, y)
         report_uri = f"runs:/{mlrun.run_id}/evaluation/report.md"
-        log.info("candidate %s", _fmt(candidate))
+        log.info("candidate %s", metric_fns.describe(candidate))
         if champion is not None:
-            log.info("champion v%s %s", champion_version, _fmt(champion))
+            log.info("champion v%s %s", champion_version, metric_fns.describe(champion))
         elif note:
             log.info("%s", note)
         log.info("decision: %s%s", "PASS" if passed else "REJECT", "" if passed else " - " + "; ".join(reasons))
@@ -126,10 +126,6 @@ def _feature_names(model: Any, x: pd.DataFrame) -> list[str]:
     if missing:
         raise DataError(f"the evaluation data lacks the model's feature columns {missing}")
     return list(names)
-
-
-def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
 
 
 def _report(

@@ -17,6 +17,11 @@ def compute(task: str, model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, f
     return _regression(model, x, y)
 
 
+def describe(metrics: dict[str, float]) -> str:
+    """Metrics as ``name=value`` pairs for a log line, sorted by name."""
+    return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+
+
 def unseen_labels(model: Any, y: pd.Series) -> list[Any]:
     """Labels in ``y`` that the classifier never saw in training."""
     known = set(np.asarray(model.classes_).tolist())

@@ -160,7 +160,7 @@ def _fit_and_log(spec: TrainSpec, mlrun: lineage.StepRun, store: Store) -> tuple
     mlrun.log_metrics(train_metrics, prefix="train_")
     requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", "cloudpickle"]
     model_uri, model_id = mlrun.log_sklearn_model(model, input_example=x.head(5), pip_requirements=requirements)
-    log.info("logged model %s; train metrics %s", model_uri, _fmt(train_metrics))
+    log.info("logged model %s; train metrics %s", model_uri, metric_fns.describe(train_metrics))
     return model_uri, model_id, train_metrics
 
 
@@ -180,7 +180,3 @@ def _result(
         metrics=train_metrics,
         cached=cached,
     )
-
-
-def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
