@@ -11,7 +11,7 @@ DATA ?= base
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: env test lint unit demo airflow-ui mlflow-ui clean
+.PHONY: env test check lint unit demo airflow-ui mlflow-ui clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -28,30 +28,42 @@ lint: env
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/bandit -q -r mlops_ops -ll
 
 unit: env
 	$(BIN)/pytest
 
 test: lint unit
 
+# The inner loop: lint, types, import contracts and the tests that need no server and no Airflow run.
+check: lint
+	$(BIN)/pytest -q -m "not slow and not integration"
+
+# make demo [DATA=base|drift|corrupt|/path/to/your.csv] [CONF='{"target": "species"}'] [MLOPS_HOME=.mlops]
+# make demo SCENARIO=loop: train, score a drifted batch, detect drift, retrain, decide (continuous training)
+# CONF reaches the command through the environment, so its quotes need no escaping here.
 demo: env
-	$(BIN)/python -m mlops_ops.quickstart --data $(DATA)
+	$(BIN)/mlops-ops demo --data '$(DATA)' $${CONF:+--conf "$$CONF"} $${SCENARIO:+--scenario "$$SCENARIO"}
 
+# Airflow (API server, scheduler, DAG processor, triggerer) on the demo's home at http://127.0.0.1:8080;
+# it prints the login (user admin) on every start.
 airflow-ui: env
-	$(BIN)/python -m mlops_ops.quickstart --ui
+	$(BIN)/mlops-ops demo --ui airflow
 
+# MLflow on the demo's tracking database at http://127.0.0.1:5000 (one worker, no job consumers).
 mlflow-ui: env
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath .mlops)/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlops-ops demo --ui mlflow
 
 clean:
 	rm -rf .mlops
 
 # The services of a team install on loopback, for trying the package against them (docs/services.md):
 # SeaweedFS S3, an MLflow server and Airflow (API server, scheduler, DAG processor, triggerer) on the
-# PostgreSQL at 127.0.0.1:5432, wired with the mlflow_default and s3_default connections. Ctrl-C stops it.
+# PostgreSQL at 127.0.0.1:5432 (or $MLOPS_POSTGRES_URL), wired with the mlflow_default and s3_default
+# connections. Ctrl-C stops it; the servers also die if this command is killed (mlops_ops.devstack).
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000
 S3_PORT ?= 8333
 .PHONY: services
 services: env
-	$(BIN)/python -m tests.servers.airflow_server --airflow-port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --s3-port $(S3_PORT)
+	$(BIN)/python -m mlops_ops.devstack --airflow-port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --s3-port $(S3_PORT)

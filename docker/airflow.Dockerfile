@@ -4,7 +4,7 @@
 # every step, so it needs the step libraries too; the same image runs `mlflow server`.
 # Build from the repository root (docker compose does):
 #   docker build -f docker/airflow.Dockerfile -t mlops-ops-airflow:local .
-# Python 3.11: uv.lock resolves Airflow 3.3 for Python < 3.12 (3.12 gets Airflow 3.2).
+# Python 3.11, as the step image (uv.lock pins Airflow 3.3 for 3.11 and 3.12 alike).
 
 ARG PYTHON_VERSION=3.11
 ARG UV_VERSION=0.13.9

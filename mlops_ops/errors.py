@@ -1,6 +1,13 @@
-"""The one exception family of mlops-ops, with the exit code each error maps to on the command line."""
+"""The one exception family of mlops-ops, with the exit code each error maps to on the command line.
+
+Exit codes 2-5 are final (a user's mistake or a decision: Airflow does not retry them); 1 and 6 are
+left to Airflow's retries (6: a service the step needs was unreachable; 1: anything unexpected).
+"""
 
 from __future__ import annotations
+
+#: How the CLI starts its one error line on stderr; runners find the step's error by it.
+ERROR_PREFIX = "mlops-ops: error: "
 
 
 class MlopsError(Exception):
@@ -10,7 +17,7 @@ class MlopsError(Exception):
 
 
 class SpecError(MlopsError, ValueError):
-    """A step spec or pipeline setting is invalid."""
+    """A step spec, a setting or a pipeline's configuration is invalid (retrying cannot help)."""
 
     exit_code = 2
 
@@ -33,7 +40,21 @@ class PromotionRejected(MlopsError):
     exit_code = 5
 
 
-class StoreError(MlopsError):
-    """An artifact could not be read from or written to the store."""
+class InfraError(MlopsError):
+    """A service the step needs (store, MLflow) failed in a way a retry may heal."""
 
     exit_code = 6
+
+
+class StoreError(InfraError):
+    """An artifact could not be read from or written to the store."""
+
+
+class TrackingUnavailable(InfraError):
+    """MLflow could not be reached within the retry budget."""
+
+
+class TrackingError(MlopsError):
+    """MLflow refused a request (not an outage: retrying the same request will not help)."""
+
+    exit_code = 1

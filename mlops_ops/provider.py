@@ -17,10 +17,23 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "mlops-ops",
-                "python-modules": ["mlops_ops.operators.steps", "mlops_ops.operators.base"],
+                "python-modules": [
+                    "mlops_ops.operators.steps",
+                    "mlops_ops.operators.base",
+                    "mlops_ops.operators.approval",
+                ],
             }
         ],
         "hooks": [{"integration-name": "mlops-ops", "python-modules": ["mlops_ops.connections"]}],
+        # Buttons on every step task (MLflow run, model version, reports); the Models view is the plugin
+        # registered through the ``airflow.plugins`` entry point (mlops_ops.ui.plugin).
+        "extra-links": [
+            "mlops_ops.operators.links.MlflowRunLink",
+            "mlops_ops.operators.links.ModelVersionLink",
+            "mlops_ops.operators.links.ValidationReportLink",
+            "mlops_ops.operators.links.EvaluationPlotsLink",
+            "mlops_ops.operators.links.DriftReportLink",
+        ],
         # Declared here (not by hook methods) so the UI builds the form without importing the hook.
         "connection-types": [
             {

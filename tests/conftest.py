@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +33,8 @@ os.environ.update({
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
 })  # fmt: skip
 os.environ.setdefault("MLOPS_HOME", str(_AIRFLOW_HOME / "mlops"))
+# Tests read data from pytest's temporary folders as well as the repository (docs/security.md: data roots).
+os.environ.setdefault("MLOPS_DATA_ROOTS", os.pathsep.join([tempfile.gettempdir(), str(REPO)]))
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +44,35 @@ def airflow_db() -> Path:
     done = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return _AIRFLOW_HOME
+
+
+#: The step image the pod tests expect the runner to use.
+STEP_IMAGE = "registry.example.com/ml/mlops-ops:1.2.3"
+
+
+@pytest.fixture
+def loopback_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A kubeconfig on a closed loopback port: enough for the provider to render pods, never contacted."""
+    path = tmp_path / "kubeconfig.json"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "loop",
+        "clusters": [{"name": "loop", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "loop", "context": {"cluster": "loop", "user": "u"}}],
+    }))  # fmt: skip
+    # The kubernetes client reads $KUBECONFIG once, when first imported: name the file explicitly.
+    monkeypatch.setenv("MLOPS_POD_SETTINGS", json.dumps({"config_file": str(path)}))
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "mlops"))
+    monkeypatch.setenv("MLOPS_STEP_IMAGE", STEP_IMAGE)
+    for name in (
+        "MLOPS_K8S_NAMESPACE",
+        "MLOPS_K8S_CREDENTIALS_SECRET",
+        "MLOPS_ARTIFACT_ROOT",
+        "MLFLOW_TRACKING_URI",
+        "MLOPS_MLFLOW_ARTIFACT_ROOT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return path
 
 
 @contextlib.contextmanager
@@ -59,6 +91,27 @@ def mlops_home(tmp_path: Path) -> Iterator[Path]:
     with isolated_home(tmp_path / "mlops") as home:
         home.mkdir()
         yield home
+
+
+#: Fixtures that start a server or run Airflow: a test using one is in the integration ring.
+SERVER_FIXTURES = {
+    "s3_server",
+    "s3_env",
+    "postgres",
+    "mlflow_server",
+    "airflow_server",
+    "embedded_demo",
+    "airflow_db",
+    "kube",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the integration ring automatically, so ``make check`` (``-m "not slow and not integration"``)
+    keeps only what needs no server and no Airflow run."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

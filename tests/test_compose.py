@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 COMPOSE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILE = REPO / "docker" / "airflow.Dockerfile"
@@ -418,9 +419,9 @@ def test_airflow_image_installs_the_locked_package_where_compose_expects() -> No
     assert "AIRFLOW_HOME=/opt/airflow" in dockerfile
     for folder in ("/opt/airflow/dags", "/opt/airflow/logs", "/opt/airflow/auth"):
         assert folder in dockerfile, f"{folder} is not created (owned by airflow) in the image"
-    # uv.lock resolves Airflow 3.3 only for Python < 3.12.
     python = re.search(r"^ARG PYTHON_VERSION=(\S+)$", dockerfile, re.MULTILINE)
-    assert python is not None and python[1] == "3.11"
+    assert python is not None and python[1] in ("3.11", "3.12")
+    # pyproject's floor is Airflow 3.3 (durable reattach, human-in-the-loop): the lock holds one 3.3 release.
     lock = (REPO / "uv.lock").read_text()
-    locked = re.findall(r'\{ name = "apache-airflow", version = "([\d.]+)".*?marker = "([^"]+)" \}', lock)
-    assert any(version.startswith("3.3.") and "< '3.12'" in marker for version, marker in locked), locked
+    locked = re.findall(r'^name = "apache-airflow"\nversion = "([\d.]+)"', lock, re.MULTILINE)
+    assert len(locked) == 1 and locked[0].startswith("3.3."), locked

@@ -24,8 +24,10 @@ import pytest
 from mlops_ops.context import RunContext
 from mlops_ops.demo import DATA_DIR
 from mlops_ops.errors import StoreError
-from mlops_ops.specs import EvaluateResult, parse_spec
-from mlops_ops.steps import promote, step_function
+from mlops_ops.specs import EvaluateResult
+from mlops_ops.steps import promote
+from mlops_ops.steps import registry as steps
+from mlops_ops.steps.registry import parse_spec
 from mlops_ops.store import Store, store_for
 from tests.conftest import isolated_home
 from tests.servers.s3 import S3Server
@@ -46,7 +48,7 @@ RESULT_TIMEOUT = 600.0
 
 def _step(name: str, spec: dict[str, Any], run_id: str) -> Any:
     ctx = RunContext(pipeline="race-setup", run_id=run_id, step=name)
-    return step_function(name)(parse_spec(name, spec), ctx, store_for())
+    return steps.get(name).load()(parse_spec(name, spec), ctx, store_for())
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +96,16 @@ def _pair(evaluations: dict[str, EvaluateResult], scenario: str) -> tuple[Evalua
 
 def _race_worker(label: str, jobs: list[tuple[str, dict[str, Any]]], barrier: Any, out: Any, locked: bool) -> None:
     """Run ``jobs`` (model, promote spec) one by one, meeting the other worker right after registration."""
-    from mlops_ops import lineage
-
-    register = lineage.register
+    compare = promote.compare_metric
     met: list[str] = []
 
-    def register_then_wait(name: str, *args: Any, **kwargs: Any) -> Any:
-        version = register(name, *args, **kwargs)
+    def registered_then_wait(spec: Any) -> str:
+        # Called once the version is registered (and the registration lock released), before the alias lock.
         barrier.wait(timeout=BARRIER_TIMEOUT)
-        met.append(name)
-        return version
+        met.append(spec.registered_model)
+        return compare(spec)
 
-    lineage.register = register_then_wait  # type: ignore[assignment]
+    promote.compare_metric = registered_then_wait  # type: ignore[assignment]
     if not locked:
         Store.lock = lambda self, key, **kw: contextlib.nullcontext()  # type: ignore[method-assign]
     store = store_for()

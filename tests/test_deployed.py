@@ -9,7 +9,9 @@ trigger form sends - against the MLflow server (PostgreSQL, artifacts proxied to
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,12 +28,21 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "mlops_training"
 TASKS = ("ingest", "validate", "train", "evaluate", "promote")
 MODEL = "churn-deployed"
 RACE_MODEL = "churn-race"
 RUN_TIMEOUT_SECONDS = 600.0
+#: A file the attack payloads below would create if anything they name were called.
+CANARY = Path(tempfile.gettempdir()) / f"mlops-canary-{uuid.uuid4().hex}"
+ATTACKS = {
+    "shell estimator": {
+        "estimator": "sklearn.utils._testing.check_output",
+        "estimator_params": {"args": ["sh", "-c", f"touch {CANARY}"]},
+    },
+    "makedirs estimator": {"estimator": "sklearn.datasets._base.makedirs", "estimator_params": {"name": str(CANARY)}},
+    "os estimator": {"estimator": "os.system", "estimator_params": {"command": f"touch {CANARY}"}},
+}
 HISTORY_TAGS = {"mlops.alias.champion.previous", "mlops.alias.champion.moved_at", "mlops.alias.champion.reason"}
 #: Credentials of the MLflow connection. The test server does not check them (MLflow's auth app needs
 #: Flask-WTF, which is not a dependency), but the steps receive them and they must never show up anywhere.
@@ -201,6 +212,7 @@ def later_runs(deployment: Deployment, first_run: Run, s3_server: S3Server) -> d
         "race a": deployment.trigger(registered_model=RACE_MODEL, estimator_params={"max_iter": 60, "learning_rate": 0.1}),
         "race b": deployment.trigger(registered_model=RACE_MODEL, estimator_params={"max_iter": 60, "learning_rate": 0.05}),
     }  # fmt: skip
+    runs |= {label: deployment.trigger(registered_model=MODEL, **conf) for label, conf in ATTACKS.items()}
     deployment.wait(*runs.values())
     for label, run in runs.items():
         print("\n" + report(label, run))
@@ -262,6 +274,22 @@ def test_a_bad_conf_fails_with_a_one_line_error_in_the_task_log(
     (error,) = failure["error_detail"]
     assert error["exc_type"] == "AirflowFailException"
     assert error["exc_value"].startswith(f"step {task} failed: {message}") and "\n" not in error["exc_value"]
+
+
+@pytest.mark.parametrize("label", list(ATTACKS))
+def test_an_estimator_that_is_no_estimator_class_is_refused_and_nothing_runs(
+    deployment: Deployment, later_runs: dict[str, Run], label: str
+) -> None:
+    run = later_runs[label]
+    assert run.state == "failed", report(label, run)
+    assert run.tasks["train"]["state"] == "failed" and run.tasks["train"]["try_number"] == 1  # not retried
+    lines = deployment.log(run, "train", 1)
+    (failure,) = [line for line in lines if line.get("event") == "Task failed with exception"]
+    (error,) = failure["error_detail"]
+    assert error["exc_type"] == "AirflowFailException" and "\n" not in error["exc_value"]
+    assert ATTACKS[label]["estimator"] in error["exc_value"]
+    assert "is not a public import path" in error["exc_value"] or "is not allowed" in error["exc_value"]
+    assert not CANARY.exists()
 
 
 def test_params_that_are_not_json_are_refused_before_a_run_exists(

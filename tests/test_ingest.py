@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mlops_ops import lineage
 from mlops_ops.context import RunContext
 from mlops_ops.demo import DATA_DIR
 from mlops_ops.errors import DataError, SpecError
+from mlops_ops.settings import DATA_ROOTS_ENV
 from mlops_ops.specs import IngestResult, IngestSpec, SplitSpec
 from mlops_ops.steps import ingest
 from mlops_ops.store import Store, local_path, store_for
@@ -26,6 +28,12 @@ CHURN = str(DATA_DIR / "churn.csv")
 def run_ingest(source: str | Path, target: str | None = "churned", run_id: str = "r1", **split: object) -> IngestResult:
     spec = IngestSpec(source=str(source), target=target, split=SplitSpec(**split))  # type: ignore[arg-type]
     return ingest.run(spec, RunContext(pipeline="test", run_id=run_id, step="ingest"), store_for())
+
+
+@pytest.fixture(autouse=True)
+def data_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let specs read the demo data and the files these tests write under pytest's temporary folder."""
+    monkeypatch.setenv(DATA_ROOTS_ENV, os.pathsep.join([str(tmp_path_factory.getbasetemp()), str(DATA_DIR)]))
 
 
 @pytest.fixture(scope="module")
@@ -213,15 +221,13 @@ def test_a_failed_ingest_marks_its_mlflow_run_failed(mlops_home: Path, tmp_path:
     (tmp_path / "empty.csv").write_bytes(b"")
     with pytest.raises(DataError):
         run_ingest(tmp_path / "empty.csv")
-    runs = lineage.client().search_runs(
-        [lineage.experiment_id(lineage.client(), "test")], "tags.`mlops.step` = 'ingest'"
-    )
+    runs = lineage.client().search_runs([lineage.experiment_id("test")], "tags.`mlops.step` = 'ingest'")
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
 def test_duplicate_column_names_are_a_data_error(shared_home: Path, tmp_path: Path) -> None:
     (tmp_path / "dup.csv").write_text("a,a,y\n1,2,0\n3,4,1\n")
-    with pytest.raises(DataError, match=r"duplicate column names \['a'\]; rename them"):
+    with pytest.raises(DataError, match=r"duplicate column names a; rename them"):
         ingest.read_source(str(tmp_path / "dup.csv"), Store(str(tmp_path)))
 
 
@@ -232,3 +238,68 @@ def test_ingest_reads_from_and_writes_to_s3(shared_home: Path, s3_env: dict[str,
     result = ingest.run(IngestSpec(source=source, target="churned"), RunContext(step="ingest"), store)
     assert result.snapshot.uri.startswith(f"s3://{s3_server.bucket}/ingest-test/datasets/sha256/")  # type: ignore[attr-defined]
     assert result.snapshot.digest == run_ingest(CHURN).snapshot.digest
+
+
+def test_many_columns_are_listed_up_to_a_limit(shared_home: Path, tmp_path: Path) -> None:
+    names = [f"feature_{i}_{'x' * 60}" for i in range(500)]
+    (tmp_path / "wide.csv").write_text(",".join(names) + "\n" + ",".join("1" * 500) + "\n")
+    with pytest.raises(DataError) as caught:
+        run_ingest(tmp_path / "wide.csv", target="label")
+    assert str(caught.value).endswith(f"and {500 - ingest.MAX_NAMES_SHOWN} more")
+    assert len(str(caught.value)) < 1200
+
+
+# ------------------------------------------------------------------------ what errors may quote
+
+
+SECRET = "root:x:0:0:hunter2:/root:/bin/bash"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param(f"{SECRET}\nbin,x,1\n", "line 2 has 3 fields where the header has 1", id="ragged-row"),
+        pytest.param(f"a,b\n1,2\n3,{SECRET},9\n", "line 3 has 3 fields where the header has 2", id="ragged-later"),
+    ],
+)
+def test_a_csv_parse_error_names_the_line_but_never_quotes_it(
+    shared_home: Path, tmp_path: Path, content: str, problem: str
+) -> None:
+    (tmp_path / "bad.csv").write_text(content)
+    with pytest.raises(DataError) as caught:
+        ingest.read_source(str(tmp_path / "bad.csv"), store_for())
+    message = str(caught.value)
+    assert problem in message and "fix the file or set format" in message
+    assert "hunter2" not in message and "bin" not in message.replace("bad.csv", "")
+    assert caught.value.__cause__ is None, "the library's message must not travel with the error either"
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        (
+            "In CSV column #1: Row #12: CSV conversion error to int64: invalid value 'hunter2'",
+            "column 2 (counting from 1) has a value that is not int64 on line 12",
+        ),
+        (
+            "CSV parse error: Row #7: Expected 2 columns, got 3: 1,hunter2,3",
+            "line 7 has 3 fields where the header has 2",
+        ),
+        (
+            "CSV parser got out of sync with chunker: hunter2",
+            "the file is not well-formed CSV (Arrow could not parse it)",
+        ),
+    ],
+)
+def test_arrow_csv_errors_are_described_without_the_values_they_quote(message: str, problem: str) -> None:
+    assert ingest._csv_problem(message, Path("unused.csv"), ingest.pcsv.ParseOptions()) == problem
+
+
+def test_a_path_outside_the_data_roots_is_refused_before_any_mlflow_run(
+    mlops_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATA_ROOTS_ENV, str(DATA_DIR))
+    spec = IngestSpec(source="../../../../../../../../etc/passwd", format="csv")
+    with pytest.raises(SpecError, match=f"'/etc/passwd'.*outside the folders a spec may read.*{DATA_ROOTS_ENV}"):
+        ingest.run(spec, RunContext(pipeline="test", step="ingest"), store_for())
+    assert not (mlops_home / "mlflow.db").exists(), "a refused spec leaves no run behind"

@@ -26,14 +26,15 @@ from unittest import mock
 import pytest
 
 from mlops_ops.context import RunContext
+from mlops_ops.demo import DATA_DIR
 from mlops_ops.runners.base import StepFailed, StepInvocation
 from mlops_ops.runners.kubernetes import KubernetesRunner
 from mlops_ops.settings import artifact_root
+from tests.conftest import REPO
 from tests.servers.kube import KubeCluster, failing, kube_cluster
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parent.parent
 IMAGE = "registry.example.com/ml/mlops-ops:e2e"
 DAG_ID = "mlops_training"
 MODEL = "churn-classifier"
@@ -403,7 +404,7 @@ def test_a_failing_pod_fails_its_task_with_the_pods_error_and_is_cleaned_up(
     airflow_on_kube: tuple[KubeCluster, dict[str, str]],
 ) -> None:
     cluster, env = airflow_on_kube
-    missing = str(REPO / "no-such-dir" / "churn.csv")
+    missing = str(DATA_DIR / "no-such-batch.csv")  # under a data root every pod has: refused as missing
     output, run, states = dags_test(env, {"runner": "kubernetes", "data_uri": missing})
 
     assert run["state"] == "failed"

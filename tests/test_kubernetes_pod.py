@@ -31,9 +31,9 @@ from mlops_ops.runners.kubernetes import (
     step_failure,
 )
 from mlops_ops.runners.pod import STEP_UID, LogBudget, PodSettings, resolve_settings
+from tests.conftest import REPO
+from tests.conftest import STEP_IMAGE as IMAGE
 
-REPO = Path(__file__).resolve().parent.parent
-IMAGE = "registry.example.com/ml/mlops-ops:1.2.3"
 STEPS = ("ingest", "validate", "train", "evaluate", "promote")
 SECRET_VALUES = {
     "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-K7MDENG-bPxRfiCY-secret",
@@ -77,28 +77,9 @@ class FakeTI(SimpleNamespace):
 
 
 @pytest.fixture(autouse=True)
-def loopback_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A kubeconfig on a closed loopback port: enough for the provider to render pods, never contacted."""
-    path = tmp_path / "kubeconfig.json"
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "loop",
-        "clusters": [{"name": "loop", "cluster": {"server": "https://127.0.0.1:9"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "loop", "context": {"cluster": "loop", "user": "u"}}],
-    }))  # fmt: skip
-    # The kubernetes client reads $KUBECONFIG once, when first imported: name the file explicitly.
-    monkeypatch.setenv("MLOPS_POD_SETTINGS", json.dumps({"config_file": str(path)}))
-    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "mlops"))
-    monkeypatch.setenv("MLOPS_STEP_IMAGE", IMAGE)
-    for name in (
-        "MLOPS_K8S_NAMESPACE",
-        "MLOPS_K8S_CREDENTIALS_SECRET",
-        "MLOPS_ARTIFACT_ROOT",
-        "MLFLOW_TRACKING_URI",
-        "MLOPS_MLFLOW_ARTIFACT_ROOT",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return path
+def _offline_pods(loopback_kubeconfig: Path) -> Path:
+    """Every test here renders pods offline (the kubeconfig fixture is in conftest)."""
+    return loopback_kubeconfig
 
 
 @pytest.fixture(scope="module")
@@ -559,3 +540,34 @@ def test_operator_hands_kills_and_deferred_reentry_to_the_runner(dag: Any, monke
     runner.fail = True
     with pytest.raises(AirflowFailException, match="step ingest failed: DataError: no rows"):
         task.trigger_reentry(context, event)
+
+
+def test_the_provider_still_offers_what_the_runner_relies_on() -> None:
+    """The runner subclasses the provider's operator and pod manager: an upgrade that renames or reshapes
+    what it overrides or calls must fail here, loudly, not in a user's task (pyproject pins the range)."""
+    import inspect
+    from functools import cached_property
+
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.cncf.kubernetes.utils.pod_manager import PodManager
+
+    def params(func: Any) -> list[str]:
+        return list(inspect.signature(inspect.unwrap(func)).parameters)
+
+    assert params(PodManager._log_message)[:5] == [
+        "self",
+        "message",
+        "container_name",
+        "container_name_log_prefix_enabled",
+        "log_formatter",
+    ]
+    assert params(PodManager.fetch_container_logs)[:3] == ["self", "pod", "container_name"]
+    assert {"follow", "since_time"} <= set(params(PodManager.fetch_container_logs))
+    assert params(KubernetesPodOperator._write_logs)[:2] == ["self", "pod"]
+    assert {"follow", "since_time"} <= set(params(KubernetesPodOperator._write_logs))
+    assert params(KubernetesPodOperator.build_pod_request_obj)[:2] == ["self", "context"]
+    assert "dry_run" in params(KubernetesPodOperator.build_pod_request_obj)
+    assert isinstance(inspect.getattr_static(KubernetesPodOperator, "pod_manager"), cached_property)
+    assert params(KubernetesPodOperator.trigger_reentry)[:3] == ["self", "context", "event"]
+    for name in ("execute", "on_kill", "client", "callbacks", "base_container_name"):
+        assert hasattr(KubernetesPodOperator, name) or name in params(KubernetesPodOperator.__init__), name

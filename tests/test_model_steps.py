@@ -141,7 +141,7 @@ def test_unseen_labels_at_evaluation(home: Path, trained: dict[str, Any], tmp_pa
 
 def test_non_sklearn_estimator_exits_2(ingested: dict[str, Any]) -> None:
     error = step("train", {"dataset": ingested, "target": "churned", "estimator": "subprocess.Popen"}, code=2)
-    assert "estimator 'subprocess.Popen' is not allowed; allowed prefixes: sklearn." in error
+    assert "estimator 'subprocess.Popen' is not allowed: only scikit-learn estimators are" in error
 
 
 def test_estimator_with_bad_parameters(ingested: dict[str, Any]) -> None:

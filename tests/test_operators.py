@@ -14,11 +14,11 @@ import pytest
 
 from mlops_ops.context import RunContext
 from mlops_ops.operators import base as operator_base
-from mlops_ops.operators.base import coerce
 from mlops_ops.runners import StepFailed, StepInvocation
 from tests.conftest import REPO
 
 REF = {"uri": "file:///d.parquet", "digest": "ab" * 32, "rows": 10, "columns": {"y": "int64"}}
+TRAIN_SPEC = {"task": "classification", "target": "y", "estimator": "sklearn.linear_model.LogisticRegression"}
 
 
 def manifest(step: str, spec: dict[str, Any], passed: bool) -> dict[str, Any]:
@@ -165,7 +165,9 @@ def test_failed_validation_stops_before_training(dag: Any, recorder: Callable[..
     assert str(run.state) == "failed"
 
 
-def test_bad_form_input_fails_before_any_step_runs(dag: Any, recorder: Callable[..., RecordingRunner]) -> None:
+def test_a_disallowed_estimator_fails_the_train_task_before_its_step_runs(
+    dag: Any, recorder: Callable[..., RecordingRunner]
+) -> None:
     runner = recorder()
     run = dag.test(run_conf={"estimator": "os.system"})
     got = states(run)
@@ -173,8 +175,40 @@ def test_bad_form_input_fails_before_any_step_runs(dag: Any, recorder: Callable[
     assert "train" not in runner.by_step()
 
 
-def test_coerce_turns_rendered_literals_back_into_objects() -> None:
-    assert coerce("{'max_iter': 5}") == {"max_iter": 5}
-    assert coerce('{"a": [1, 2]}') == {"a": [1, 2]}
-    assert coerce(["{'x': 1}", "roc_auc >= 0.8"]) == [{"x": 1}, "roc_auc >= 0.8"]
-    assert coerce("{not a literal") == "{not a literal"
+TEXT_DAG = """
+from airflow.sdk import DAG
+from mlops_ops.operators import PromoteOperator, StepOperator
+
+with DAG("text_and_objects", schedule=None, params=PARAMS, render_template_as_native_obj=True):
+    PromoteOperator(
+        task_id="typed", evaluation="{{ params.evaluation }}", registered_model="m", reason="{{ params.reason }}"
+    )
+    StepOperator(
+        task_id="generic",
+        step="promote",
+        spec={"evaluation": "{{ params.evaluation }}", "registered_model": "m", "reason": "{{ params.reason }}"},
+    )
+"""
+
+
+def test_text_stays_text_and_objects_stay_objects(
+    airflow_db: Path, recorder: Callable[..., RecordingRunner], tmp_path: Path
+) -> None:
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    runner = recorder()
+    evaluation = manifest("evaluate", {"candidate": manifest("train", TRAIN_SPEC, True)}, True)
+    params = {"reason": "[1, 2]", "evaluation": evaluation}
+    (tmp_path / "text_dag.py").write_text(f"PARAMS = {params!r}\n" + TEXT_DAG)
+    bag = DagBag(str(tmp_path / "text_dag.py"))
+    assert bag.import_errors == {}
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(bag, "dags-folder", None)
+    dag = bag.get_dag("text_and_objects")
+    run = dag.test()
+    assert str(run.state) == "success", states(run)
+    assert sorted(c.ctx.step for c in runner.calls) == ["generic", "typed"]
+    for call in runner.calls:
+        assert call.spec["reason"] == "[1, 2]"  # a string that looks like a list stays a string
+        assert call.spec["evaluation"]["passed"] is True  # an object rendered natively stays an object

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 
 import mlops_ops.store as store_module
-from mlops_ops.errors import StoreError
-from mlops_ops.store import S3Settings, Store, sha256_file
+from mlops_ops.errors import DataError, SpecError, StoreError
+from mlops_ops.settings import DATA_ROOTS_ENV, default_data_roots
+from mlops_ops.store import S3Settings, Store, local_failure, readable_path, s3_failure, sha256_file
 from tests.servers.s3 import S3Server
 
 MIB = 1 << 20
@@ -73,8 +75,8 @@ def test_uri_joins_the_key_to_the_root(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("root", ["gs://bucket/prefix", "http://example.com/artifacts", "hdfs://nn/path"])
-def test_an_unsupported_scheme_is_a_store_error(root: str) -> None:
-    with pytest.raises(StoreError, match=re.escape(repr(root))):
+def test_an_unsupported_scheme_is_a_configuration_error(root: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(repr(root))):
         Store(root)
 
 
@@ -181,14 +183,15 @@ def test_fetch_copies_an_object_to_a_local_file(store: Store, tmp_path: Path) ->
     assert dest.read_bytes() == b"PAR1...PAR1"
 
 
-def test_a_missing_object_is_a_store_error_naming_it(store: Store, tmp_path: Path, private_tempdir: Path) -> None:
+def test_a_missing_object_is_a_data_error_naming_it(store: Store, tmp_path: Path, private_tempdir: Path) -> None:
+    # Final, not retried: the object will not appear by asking again.
     uri = store.uri("no/such/object.bin")
 
-    with pytest.raises(StoreError, match=f"no object at {re.escape(uri)}"):
+    with pytest.raises(DataError, match=f"no object at {re.escape(uri)}"):
         store.get_bytes(uri)
-    with pytest.raises(StoreError, match=f"no object at {re.escape(uri)}"):
+    with pytest.raises(DataError, match=f"no object at {re.escape(uri)}"):
         store.fetch(uri, tmp_path / "out.bin")
-    with pytest.raises(StoreError, match=f"no object at {re.escape(uri)}"), store.open_local(uri):
+    with pytest.raises(DataError, match=f"no object at {re.escape(uri)}"), store.open_local(uri):
         pass
     assert list(private_tempdir.iterdir()) == [], "a failed read must not leave a download folder behind"
 
@@ -342,7 +345,7 @@ def test_credentials_are_read_from_the_environment(s3_server: S3Server, s3_env: 
         pytest.param(lambda store: store.get_bytes(store.uri("seeded.txt")), id="get_bytes"),
     ],
 )
-def test_wrong_credentials_are_a_store_error_not_a_botocore_traceback(
+def test_wrong_credentials_are_a_configuration_error_not_a_botocore_traceback(
     s3_server: S3Server,
     s3_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
@@ -353,7 +356,245 @@ def test_wrong_credentials_are_a_store_error_not_a_botocore_traceback(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     store = Store(f"s3://{s3_server.bucket}/{prefix}")
 
-    with pytest.raises(StoreError, match=f"cannot (read|write) {re.escape(store.root)}/") as caught:
+    with pytest.raises(SpecError, match=f"cannot (read|write) {re.escape(store.root)}/.*: access denied") as caught:
         operation(store)
 
+    assert "AWS_SECRET_ACCESS_KEY" in str(caught.value) and "s3_default" in str(caught.value)
+
     assert type(caught.value.__cause__).__module__.startswith(("botocore", "boto3"))
+
+
+# ------------------------------------------------------------------ which failures are retried
+
+
+@pytest.fixture
+def no_s3_credentials(
+    s3_server: S3Server, s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real S3 server's endpoint, and no credentials anywhere boto3 looks (env, files, instance metadata)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "operation",
+    [
+        pytest.param(lambda store: store.put_bytes("x.txt", b"x"), id="put_bytes"),
+        pytest.param(lambda store: store.exists(store.uri("x.txt")), id="exists"),
+        pytest.param(lambda store: store.get_bytes(store.uri("x.txt")), id="get_bytes"),
+    ],
+)
+def test_no_credentials_is_a_configuration_error_that_says_what_to_set(
+    s3_server: S3Server, no_s3_credentials: None, operation: Callable[[Store], object]
+) -> None:
+    store = Store(f"s3://{s3_server.bucket}/{uuid.uuid4().hex}")
+
+    with pytest.raises(SpecError, match="Unable to locate credentials") as caught:
+        operation(store)
+
+    assert caught.value.exit_code == 2, "retrying cannot conjure credentials"
+    for what in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "s3_default"):
+        assert what in str(caught.value)
+
+
+@pytest.mark.parametrize("endpoint", ["localhost:8333", "http://bad host:8333", "http://[::1"])
+def test_a_malformed_endpoint_url_is_a_configuration_error(endpoint: str) -> None:
+    store = Store("s3://bucket/prefix", S3Settings(endpoint_url=endpoint, access_key="k", secret_key="s"))
+
+    with pytest.raises(SpecError, match=f"endpoint URL {re.escape(repr(endpoint))} is malformed.*AWS_ENDPOINT_URL_S3"):
+        store.exists("s3://bucket/prefix/x")
+
+
+def _client_error(status: int, code: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+
+
+def _botocore(name: str, **kwargs: str) -> Exception:
+    from botocore import exceptions
+
+    return getattr(exceptions, name)(**kwargs)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        pytest.param(
+            lambda: _botocore("EndpointConnectionError", endpoint_url="http://s3:1"), StoreError, id="refused"
+        ),
+        pytest.param(lambda: _botocore("ConnectTimeoutError", endpoint_url="http://s3:1"), StoreError, id="timeout"),
+        pytest.param(lambda: _botocore("ReadTimeoutError", endpoint_url="http://s3:1"), StoreError, id="read-timeout"),
+        pytest.param(lambda: _client_error(500, "InternalError"), StoreError, id="500"),
+        pytest.param(lambda: _client_error(503, "SlowDown"), StoreError, id="503-slow-down"),
+        pytest.param(lambda: _client_error(400, "RequestTimeout"), StoreError, id="400-request-timeout"),
+        pytest.param(lambda: _client_error(429, "TooManyRequests"), StoreError, id="429"),
+        pytest.param(lambda: _botocore("NoCredentialsError"), SpecError, id="no-credentials"),
+        pytest.param(
+            lambda: _botocore("PartialCredentialsError", provider="env", cred_var="x"), SpecError, id="partial"
+        ),
+        pytest.param(lambda: _client_error(403, "AccessDenied"), SpecError, id="403-access-denied"),
+        pytest.param(lambda: _client_error(403, "InvalidAccessKeyId"), SpecError, id="403-unknown-key"),
+        pytest.param(lambda: _client_error(404, "NoSuchBucket"), SpecError, id="404-no-such-bucket"),
+        pytest.param(lambda: _client_error(400, "InvalidArgument"), SpecError, id="400-bad-request"),
+        pytest.param(
+            lambda: _botocore("ParamValidationError", report="Invalid bucket name\n 'B!'"), SpecError, id="param"
+        ),
+    ],
+)
+def test_failures_that_may_heal_are_retried_and_the_others_are_final(
+    make: Callable[[], Exception], kind: type[Exception]
+) -> None:
+    error = s3_failure(make(), "read s3://b/k")
+
+    assert type(error) is kind
+    assert str(error).startswith("cannot read s3://b/k: ") and "\n" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("number", "kind"),
+    [(errno.ENOSPC, StoreError), (errno.EIO, StoreError), (errno.EACCES, SpecError), (errno.EROFS, SpecError)],
+)
+def test_local_failures_are_final_when_permissions_forbid_them(number: int, kind: type[Exception]) -> None:
+    error = local_failure(OSError(number, os.strerror(number)), "write /a/b")
+
+    assert type(error) is kind and str(error).startswith(f"cannot write /a/b: {os.strerror(number)}")
+
+
+@pytest.mark.parametrize("uri", ["s3://", "s3:///key-without-bucket"])
+def test_an_s3_uri_without_a_bucket_is_a_configuration_error(uri: str) -> None:
+    with pytest.raises(SpecError, match="is not an s3://bucket/key URI"):
+        Store("s3://bucket/prefix").exists(uri)
+
+
+def test_a_failed_upload_is_classified_by_the_code_in_its_text() -> None:
+    from boto3.exceptions import S3UploadFailedError
+
+    denied = S3UploadFailedError("Failed to upload f to b/k: An error occurred (SignatureDoesNotMatch) when calling")
+    slow = S3UploadFailedError("Failed to upload f to b/k: An error occurred (SlowDown) when calling")
+
+    assert type(s3_failure(denied, "write s3://b/k")) is SpecError
+    assert type(s3_failure(slow, "write s3://b/k")) is StoreError
+
+
+# ------------------------------------------------------------------------- which files are read
+
+
+@pytest.fixture
+def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A data root holding ``data.csv``, and beside it a folder no setting allows holding ``secret.txt``."""
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "data.csv").write_text("a\n1\n")
+    (outside / "secret.txt").write_text("password\n")
+    monkeypatch.setenv(DATA_ROOTS_ENV, str(allowed))
+    return allowed, outside
+
+
+def test_a_file_under_a_data_root_is_read(roots: tuple[Path, Path], tmp_path: Path) -> None:
+    allowed, _ = roots
+    store = Store((tmp_path / "artifacts").as_uri())
+
+    assert store.exists(str(allowed / "data.csv"))
+    assert store.get_bytes((allowed / "data.csv").as_uri()) == b"a\n1\n"
+    assert readable_path(str(allowed / "sub" / ".." / "data.csv")) == allowed / "data.csv"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("outside/secret.txt", id="outside"),
+        pytest.param("allowed/../outside/secret.txt", id="dot-dot"),
+        pytest.param("allowed/link-out/secret.txt", id="symlinked-folder"),
+        pytest.param("allowed/secret-link.txt", id="symlinked-file"),
+        pytest.param("outside/absent.csv", id="absent-outside"),
+    ],
+)
+def test_a_file_outside_the_data_roots_is_refused_before_it_is_opened(
+    roots: tuple[Path, Path], tmp_path: Path, name: str
+) -> None:
+    allowed, outside = roots
+    (allowed / "link-out").symlink_to(outside)
+    (allowed / "secret-link.txt").symlink_to(outside / "secret.txt")
+    store = Store((tmp_path / "artifacts").as_uri())
+    source = str(tmp_path / name)
+
+    for read in (store.exists, store.get_bytes, store.check_readable, lambda uri: store.fetch(uri, tmp_path / "copy")):
+        with pytest.raises(SpecError, match=f"outside the folders a spec may read.*{DATA_ROOTS_ENV}") as caught:
+            read(source)
+        assert "password" not in str(caught.value)
+    assert not (tmp_path / "copy").exists()
+
+
+def test_a_symlink_that_stays_under_the_root_is_read(roots: tuple[Path, Path], tmp_path: Path) -> None:
+    allowed, _ = roots
+    (allowed / "alias.csv").symlink_to(allowed / "data.csv")
+
+    assert Store(tmp_path.as_uri()).get_bytes(str(allowed / "alias.csv")) == b"a\n1\n"
+
+
+def test_the_store_reads_under_its_own_root_whatever_the_data_roots(roots: tuple[Path, Path], tmp_path: Path) -> None:
+    store = Store((tmp_path / "artifacts").as_uri())
+    uri = store.put_bytes("results/r.json", b"{}")
+
+    assert store.exists(uri) and store.get_bytes(uri) == b"{}"
+    with pytest.raises(SpecError, match=DATA_ROOTS_ENV):
+        Store((tmp_path / "other").as_uri()).get_bytes(uri)
+
+
+def test_several_roots_are_separated_by_the_path_separator(
+    roots: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allowed, outside = roots
+    monkeypatch.setenv(DATA_ROOTS_ENV, os.pathsep.join([str(allowed), str(outside)]))
+
+    assert Store(tmp_path.as_uri()).get_bytes(str(outside / "secret.txt")) == b"password\n"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [("data\x00.csv", "NUL byte"), ("loop/x.csv", "cannot resolve the path")],
+)
+def test_a_path_that_cannot_be_resolved_is_a_spec_error(
+    uri: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(SpecError, match=message):
+        Store(str(tmp_path / "artifacts")).exists(uri)
+
+
+def test_by_default_the_working_directory_home_and_demo_folder_are_roots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_ops.demo import SUITE_PATH
+
+    monkeypatch.delenv(DATA_ROOTS_ENV, raising=False)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+
+    assert default_data_roots() == [tmp_path / "project", tmp_path / "home", SUITE_PATH.parent]
+
+
+@pytest.mark.parametrize("where", ["user", "/"])
+def test_a_working_directory_that_holds_the_users_home_is_not_a_default_root(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pod whose working directory is / (or a shell in ~) would otherwise expose every file, ~/.ssh too.
+    monkeypatch.delenv(DATA_ROOTS_ENV, raising=False)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    (tmp_path / "user").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.chdir(tmp_path / where)
+
+    assert Path.cwd() not in default_data_roots()
+    with pytest.raises(SpecError, match=DATA_ROOTS_ENV):
+        readable_path(str(Path.cwd() / "notes.txt"))

@@ -149,7 +149,7 @@ def test_a_failed_validation_is_written_and_logged_before_it_raises(
 ) -> None:
     client = lineage.client()
     runs = client.search_runs(
-        [lineage.experiment_id(client, "test")],
+        [lineage.experiment_id("test")],
         "tags.`mlops.step` = 'validate' and tags.`mlops.run_key` = 'test/corrupt'",
     )
     assert len(runs) == 1

@@ -1,4 +1,4 @@
-"""Airflow operators for the five steps (thin adapters over the step specs and runners)."""
+"""Airflow operators for the steps (thin adapters over the step specs and runners)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from mlops_ops.operators.steps import (
     EvaluateOperator,
     IngestOperator,
     PromoteOperator,
+    StepOperator,
     TrainOperator,
     ValidateOperator,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "IngestOperator",
     "MlopsStepOperator",
     "PromoteOperator",
+    "StepOperator",
     "TrainOperator",
     "ValidateOperator",
 ]

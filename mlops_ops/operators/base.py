@@ -6,9 +6,8 @@ nothing heavy, because Airflow imports it every time it parses a DAG file.
 
 from __future__ import annotations
 
-import ast
-import json
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
@@ -16,11 +15,14 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from mlops_ops.context import RunContext
 from mlops_ops.errors import DataError, PromotionRejected, SpecError, ValidationFailed
-from mlops_ops.runners import StepFailed, StepInvocation, get_runner
+from mlops_ops.operators.links import STEP_LINKS
+from mlops_ops.runners import Runner, StepFailed, StepInvocation, get_runner
 from mlops_ops.settings import artifact_root
-from mlops_ops.specs import parse_spec
+from mlops_ops.steps.registry import get as get_step
+from mlops_ops.steps.registry import parse_spec
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.sdk import Context
     from pydantic import BaseModel
 
@@ -28,23 +30,8 @@ if TYPE_CHECKING:
 
 #: Exit codes of user mistakes: retrying cannot help, so the task fails at once.
 _FINAL = {SpecError.exit_code, DataError.exit_code, ValidationFailed.exit_code}
+_TEXT: tuple[Any, ...] = (str, str | None)
 _COMMON_FIELDS = ("runner", "artifact_root", "tracking_uri", "pipeline", "mlflow_conn_id", "s3_conn_id")
-
-
-def coerce(value: Any) -> Any:
-    """Turn a rendered template that spells a dict or list (``"{'a': 1}"``) back into one."""
-    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
-        text = value.strip()
-        try:
-            return json.loads(text)
-        except ValueError:
-            try:
-                return ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                return value
-    if isinstance(value, list):
-        return [coerce(v) for v in value]
-    return value
 
 
 class MlopsStepOperator(BaseOperator):
@@ -59,12 +46,15 @@ class MlopsStepOperator(BaseOperator):
         the default ``mlflow_default`` is used only if it exists; None to use the environment. (templated)
     :param s3_conn_id: Airflow connection of the S3 endpoint (type ``aws``: keys, ``endpoint_url`` and
         ``region_name`` in extra); the default ``s3_default`` is used only if it exists. (templated)
+    :param force: Run the step even when an identical earlier run's result could be reused
+        (ingest, validate and train on the local runner; see ``mlops_ops.cache``). (templated)
     """
 
-    step_name: ClassVar[str]
+    step_name: str
     spec_fields: ClassVar[Sequence[str]] = ()
-    template_fields: Sequence[str] = (*_COMMON_FIELDS, "runner_options")
+    template_fields: Sequence[str] = (*_COMMON_FIELDS, "runner_options", "force")
     ui_color = "#dbeafe"
+    operator_extra_links = STEP_LINKS  # buttons to the run, version and reports the step made
 
     def __init__(
         self,
@@ -76,6 +66,7 @@ class MlopsStepOperator(BaseOperator):
         pipeline: str | None = None,
         mlflow_conn_id: str | None = "mlflow_default",
         s3_conn_id: str | None = "s3_default",
+        force: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -86,13 +77,41 @@ class MlopsStepOperator(BaseOperator):
         self.pipeline = pipeline
         self.mlflow_conn_id = mlflow_conn_id
         self.s3_conn_id = s3_conn_id
+        self.force = force
 
     # ----------------------------------------------------------------------------------------- spec
 
     def build_spec(self) -> dict[str, Any]:
         """The rendered spec fields, dropping the ones left unset."""
-        values = {name: coerce(getattr(self, name)) for name in self.spec_fields}
+        # Rendered values are taken as they are: a DAG that passes objects through templates renders them
+        # natively (render_template_as_native_obj=True); the spec model converts or refuses each field.
+        values = {name: getattr(self, name) for name in self.spec_fields}
         return {name: value for name, value in values.items() if value is not None}
+
+    # ------------------------------------------------------------------------------------ rendering
+
+    def text_fields(self) -> set[str]:
+        """Spec fields typed as text: they render as strings even when the DAG renders natively, so a
+        ``reason`` of ``"[1, 2]"`` stays that string instead of becoming a list."""
+        model = get_step(self.step_name).spec
+        return {name for name, info in model.model_fields.items() if info.annotation in _TEXT}
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        env = jinja_env or self.get_template_env()
+        text = self.text_fields() & set(self.template_fields)
+        self._do_render_template_fields(self, [f for f in self.template_fields if f not in text], context, env, set())
+        with self.rendering_text():
+            self._do_render_template_fields(self, sorted(text), context, env, set())
+
+    @contextlib.contextmanager
+    def rendering_text(self) -> Iterator[None]:
+        """Render as strings inside the block, whatever the DAG's ``render_template_as_native_obj``."""
+        saved = getattr(self, "render_template_as_native_obj", None)
+        self.render_template_as_native_obj = False
+        try:
+            yield
+        finally:
+            self.render_template_as_native_obj = saved
 
     def check(self, spec: BaseModel) -> None:
         """Last check before the step runs; subclasses may skip or fail the task here."""
@@ -131,6 +150,23 @@ class MlopsStepOperator(BaseOperator):
             self._connection_env = found
         return found
 
+    def _force(self) -> bool:
+        if not isinstance(self.force, bool):
+            raise AirflowFailException(
+                f"force must be true or false, not {self.force!r}; render templates natively "
+                "(render_template_as_native_obj=True) or pass a bool"
+            )
+        return self.force
+
+    def _runner_options(self) -> dict[str, Any]:
+        options = self.runner_options or {}
+        if not isinstance(options, dict):
+            raise AirflowFailException(
+                f"runner_options must be a mapping, not {type(options).__name__}; "
+                "render templates natively (render_template_as_native_obj=True) or pass a dict"
+            )
+        return options
+
     # -------------------------------------------------------------------------------------- execute
 
     def invocation(self, context: Context) -> StepInvocation:
@@ -158,8 +194,14 @@ class MlopsStepOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_ops import cache
+
         invocation = self.invocation(context)
-        runner = get_runner(self.runner, **(coerce(self.runner_options) or {}))
+        runner = get_runner(self.runner, **self._runner_options())
+        root = (self.artifact_root or artifact_root()).rstrip("/")
+        found = cache.lookup(invocation, root, runner, force=self._force(), say=self.log.info)
+        if found.result is not None:  # an identical earlier run's result: no process at all
+            return cache.reuse(found, invocation, self.log.info)
         self._active_runner = runner  # for on_kill
         self.log.info(
             "running step %s via the %s runner (try %d)", self.step_name, self.runner, invocation.ctx.try_number
@@ -170,6 +212,7 @@ class MlopsStepOperator(BaseOperator):
             raise self._airflow_error(exc) from None
         if result.get("mlflow_run_id"):
             self.log.info("MLflow run id: %s", result["mlflow_run_id"])
+        cache.record(found, invocation, root, result)
         return result
 
     def _airflow_error(self, exc: StepFailed) -> AirflowException:
@@ -184,17 +227,17 @@ class MlopsStepOperator(BaseOperator):
 
     def on_kill(self) -> None:
         """The task was killed or timed out: the runner stops the step (the kubernetes runner deletes its pod)."""
-        stop = getattr(getattr(self, "_active_runner", None), "on_kill", None)
-        if callable(stop):
-            stop()
+        runner: Runner | None = getattr(self, "_active_runner", None)
+        if runner is not None:
+            runner.on_kill()
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the pod's trigger fired, when ``runner_options`` asked for ``deferrable`` pods."""
         invocation = self.invocation(context)
-        runner = get_runner(self.runner, **(coerce(self.runner_options) or {}))
+        runner = get_runner(self.runner, **self._runner_options())
         self._active_runner = runner
         try:
-            result: dict[str, Any] = runner.resume(invocation, event, log=self.log.info, context=context)  # type: ignore[attr-defined]
+            result: dict[str, Any] = runner.resume(invocation, event, log=self.log.info, context=context)
         except StepFailed as exc:
             raise self._airflow_error(exc) from None
         return result

@@ -1,4 +1,4 @@
-"""The five step operators. Each argument that names data or settings is templated (Jinja and params).
+"""Operators of the built-in steps, and :class:`StepOperator` for any registered step. Each argument that names data or settings is templated (Jinja and params).
 
 A step's input can be the upstream operator's output (``ingest.output``): Airflow resolves the XCom
 manifest at run time and draws the dependency edge.
@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from mlops_ops.errors import SpecError
 from mlops_ops.operators.base import MlopsStepOperator
+from mlops_ops.steps.estimators import ALLOWED_ENV, check_allowed, deployment_allowed
 
 if TYPE_CHECKING:
+    import jinja2
+    from airflow.sdk import Context
     from pydantic import BaseModel
 
 
@@ -71,7 +75,9 @@ class TrainOperator(MlopsStepOperator):
     :param features: Feature columns; default all but the target. (templated)
     :param seed: Random seed. (templated)
     :param validation: The validation result (``validate.output``), recorded for lineage. (templated)
-    :param allowed_estimator_prefixes: Import path prefixes allowed besides ``sklearn.``.
+    :param allowed_estimators: Estimators allowed besides scikit-learn's: import paths
+        (``xgboost.XGBClassifier``) or module prefixes ending in ``.`` (``lightgbm.``). Set by the DAG
+        author, never by a run: not templated, handed to the step as ``MLOPS_ALLOWED_ESTIMATORS``.
     """
 
     step_name = "train"
@@ -84,7 +90,6 @@ class TrainOperator(MlopsStepOperator):
         "features",
         "seed",
         "validation",
-        "allowed_estimator_prefixes",
     )
     template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, *spec_fields)
     ui_color = "#fef3c7"
@@ -100,14 +105,27 @@ class TrainOperator(MlopsStepOperator):
         features: list[str] | None = None,
         seed: int | str = 42,
         validation: Any = None,
-        allowed_estimator_prefixes: list[str] | None = None,
+        allowed_estimators: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.dataset, self.target, self.task, self.estimator = dataset, target, task, estimator
         self.estimator_params, self.features, self.seed = estimator_params, features, seed
         self.validation = validation
-        self.allowed_estimator_prefixes = allowed_estimator_prefixes
+        self.allowed_estimators = tuple(allowed_estimators)
+
+    def check(self, spec: BaseModel) -> None:
+        try:
+            check_allowed(spec.estimator, [*deployment_allowed(), *self.allowed_estimators])  # type: ignore[attr-defined]
+        except SpecError as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    def step_env(self, context: Context) -> dict[str, str]:
+        env = super().step_env(context)
+        allowed = [*deployment_allowed(), *self.allowed_estimators]
+        if allowed:
+            env[ALLOWED_ENV] = ",".join(allowed)
+        return env
 
 
 class EvaluateOperator(MlopsStepOperator):
@@ -168,3 +186,37 @@ class PromoteOperator(MlopsStepOperator):
             raise AirflowSkipException(
                 "candidate rejected by evaluation, nothing promoted: " + "; ".join(evaluation.reasons)
             )
+
+
+class StepOperator(MlopsStepOperator):
+    """Any registered step (built in, or a user's declared with ``mlops_ops.steps.registry.step``).
+
+    :param step: The step's registered name. Not templated: the DAG author picks the step, never a run.
+    :param spec: The step's spec; values may be upstream outputs (``other.output``). (templated)
+    """
+
+    template_fields: Sequence[str] = (*MlopsStepOperator.template_fields, "spec")
+
+    def __init__(self, *, step: str, spec: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.step_name, self.spec = step, spec
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        env = jinja_env or self.get_template_env()
+        self._do_render_template_fields(self, [f for f in self.template_fields if f != "spec"], context, env, set())
+        if not isinstance(self.spec, dict):
+            return
+        text = self.text_fields()
+        rendered = {}
+        for key, value in self.spec.items():
+            if key in text:
+                with self.rendering_text():
+                    rendered[key] = self.render_template(value, context, env)
+            else:
+                rendered[key] = self.render_template(value, context, env)
+        self.spec = rendered
+
+    def build_spec(self) -> dict[str, Any]:
+        if not isinstance(self.spec, dict):
+            raise AirflowFailException(f"the spec of step {self.step_name!r} must be a mapping")
+        return {name: value for name, value in self.spec.items() if value is not None}

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mlops_ops.context import RunContext
+from mlops_ops.errors import ERROR_PREFIX
 
 ENTRYPOINT = "mlops-ops"
-ERROR_PREFIX = "mlops-ops: error: "
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,21 @@ class StepFailed(Exception):
 
 
 class Runner(Protocol):
-    """Runs a step invocation and returns its result manifest."""
+    """Runs a step invocation and returns its result manifest; everything an operator calls on a runner."""
 
-    def run(self, invocation: StepInvocation, log: Callable[[str], None], context: Any = None) -> dict[str, Any]: ...
+    def run(self, invocation: StepInvocation, log: Callable[[str], None], context: Any = None) -> dict[str, Any]:
+        """Run the step to completion and return its result manifest (StepFailed on a non-zero exit)."""
+        ...
+
+    def resume(
+        self, invocation: StepInvocation, event: dict[str, Any], log: Callable[[str], None], context: Any
+    ) -> dict[str, Any]:
+        """Finish a run that deferred (a trigger fired with ``event``)."""
+        ...
+
+    def on_kill(self) -> None:
+        """Stop the running step: the task was killed or timed out."""
+        ...
 
 
 def parse_result(stdout: str) -> dict[str, Any]:

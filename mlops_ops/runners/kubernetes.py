@@ -2,24 +2,26 @@
 
 Creation, waiting, log streaming, deferral, reattachment (``durable``), ``on_finish_action`` cleanup and
 ``on_kill`` are the provider's. This module only decides what the pod looks like (restricted security
-profile, read-only root with a scratch ``/tmp``, credentials by Secret reference) and reads the step's
+profile, read-only root with a scratch ``/tmp``, credentials by Secret reference), holds the pod the
+provider built to the deployment's pod policy (:mod:`mlops_ops.runners.pod_policy`), and reads the step's
 result manifest back from the artifact store once the pod has succeeded: no XCom sidecar, no
-``pods/exec``.
+``pods/exec``. A :class:`~mlops_ops.errors.SpecError` (bad settings, a refused pod) fails the task once.
 
 Nothing heavy is imported at module level: the provider (~5 s) and ``kubernetes`` load when a step runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from mlops_ops.errors import SpecError, StoreError
+from mlops_ops.errors import MlopsError, SpecError, StoreError
 from mlops_ops.runners.base import ENTRYPOINT, StepFailed, StepInvocation, error_line
 from mlops_ops.runners.pod import (
     CONTAINER_NAME,
@@ -64,13 +66,15 @@ class KubernetesRunner:
 
     def run(self, invocation: StepInvocation, log: Callable[[str], None], context: Any = None) -> dict[str, Any]:
         """Run the step's pod to completion and return its result manifest."""
-        return self._drive(invocation, log, context, lambda op: op.execute(context))
+        with _spec_errors_are_final():
+            return self._drive(invocation, log, context, lambda op: op.execute(context))
 
     def resume(
         self, invocation: StepInvocation, event: dict[str, Any], log: Callable[[str], None], context: Any
     ) -> dict[str, Any]:
         """Finish a deferred run once the provider's trigger fired (deferrable mode)."""
-        return self._drive(invocation, log, context, lambda op: op.trigger_reentry(context, event))
+        with _spec_errors_are_final():
+            return self._drive(invocation, log, context, lambda op: op.trigger_reentry(context, event))
 
     def on_kill(self) -> None:
         """The task was killed or timed out: the provider deletes the pod (``on_kill_action``)."""
@@ -109,6 +113,15 @@ class KubernetesRunner:
             for line in budget.summary():
                 log(line)
         return read_result(operator, invocation, log)
+
+
+@contextlib.contextmanager
+def _spec_errors_are_final() -> Iterator[None]:
+    """Report a SpecError as a failed step with its exit code (2), which the operator fails without retry."""
+    try:
+        yield
+    except SpecError as exc:
+        raise StepFailed(exc.exit_code, str(exc)) from exc
 
 
 def _interruption(exc: BaseException) -> BaseException | None:
@@ -168,6 +181,8 @@ def pod_operator(
     operator_class = _step_pod_operator_class()
     return operator_class(  # type: ignore[no-any-return]
         budget=budget or LogBudget(settings.log_max_bytes, settings.log_tail_lines),
+        pod_policy=settings.pod_policy,
+        policy_log=log,
         task_id=invocation.ctx.step,
         name=pod_name(invocation),
         random_name_suffix=True,
@@ -330,11 +345,13 @@ def _root_of(invocation: StepInvocation) -> str | None:
 
 @functools.cache
 def _step_pod_operator_class() -> type[KubernetesPodOperator]:
-    """KubernetesPodOperator whose pod log reaches the task log through a :class:`LogBudget`."""
+    """KubernetesPodOperator whose pod meets the pod policy and whose log reaches the task log through a budget."""
     from functools import cached_property
 
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.cncf.kubernetes.utils.pod_manager import PodManager
+
+    from mlops_ops.runners.pod_policy import apply_policy
 
     class BoundedPodManager(PodManager):
         """The provider's pod manager, copying at most a budget of log lines to the task log."""
@@ -348,11 +365,21 @@ def _step_pod_operator_class() -> type[KubernetesPodOperator]:
                 super()._log_message(message, container_name, container_name_log_prefix_enabled, log_formatter)
 
     class StepPodOperator(KubernetesPodOperator):
-        """The provider's pod operator with a bounded task log; everything else is inherited."""
+        """The provider's pod operator with a pod policy and a bounded task log; everything else is inherited."""
 
-        def __init__(self, *, budget: LogBudget, **kwargs: Any) -> None:
+        def __init__(
+            self, *, budget: LogBudget, pod_policy: str, policy_log: Callable[[str], None] | None, **kwargs: Any
+        ) -> None:
             super().__init__(**kwargs)
             self.budget = budget
+            self.pod_policy = pod_policy
+            self.policy_log = policy_log
+
+        def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+            # Checked here, on the pod the provider is about to create (template, full_pod_spec and
+            # pod_mutation_hook applied), in sync and deferrable mode alike.
+            pod = super().build_pod_request_obj(context, dry_run=dry_run)
+            return apply_policy(pod, self.pod_policy, self.policy_log or self.log.warning)
 
         @cached_property
         def pod_manager(self) -> PodManager:
@@ -411,7 +438,9 @@ def read_result(
         log(f"reattached to the pod of an earlier try; reading its result manifest at {uri}")
     try:
         data = json.loads(store_for(uri.rsplit("/", 1)[0]).get_bytes(uri))
-    except StoreError as exc:
+    except SpecError as exc:  # the store is misconfigured: retrying will not help
+        raise StepFailed(SpecError.exit_code, f"cannot read the result manifest at {uri}: {exc}") from exc
+    except MlopsError as exc:  # missing, or the store unreachable: a retry of the task may find it
         raise StepFailed(StoreError.exit_code, f"the pod succeeded but its result manifest is missing: {exc}") from exc
     except ValueError as exc:
         raise StepFailed(StoreError.exit_code, f"the result manifest at {uri} is not JSON: {exc}") from exc

@@ -1,10 +1,11 @@
 """Pod settings of the Kubernetes runner: a pydantic model with restricted-by-default values, no heavy imports.
 
 Settings come, in increasing precedence, from the field defaults, the environment (``MLOPS_STEP_IMAGE``,
-``MLOPS_K8S_NAMESPACE``, ``MLOPS_K8S_CREDENTIALS_SECRET``), a settings document named by
-``MLOPS_POD_SETTINGS`` (a YAML/JSON file path, or inline JSON), the document's ``steps.<name>`` section,
-and the operator's ``runner_options``. Everything here is plain data: the runner turns it into
-Kubernetes objects when a step runs.
+``MLOPS_K8S_NAMESPACE``, ``MLOPS_K8S_CREDENTIALS_SECRET``, ``MLOPS_POD_POLICY``), a settings document named
+by ``MLOPS_POD_SETTINGS`` (a YAML/JSON file path, or inline JSON), the document's ``steps.<name>`` section,
+and the operator's ``runner_options``. ``pod_policy`` is the deployment's alone: ``runner_options`` come
+from a run and may not set it. Everything here is plain data: the runner turns it into Kubernetes objects
+when a step runs.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlops_ops.errors import SpecError
+from mlops_ops.runners.pod_policy import POLICY_ENV, POLICY_KEY, RESTRICTED, PodPolicy
+from mlops_ops.specs import validate_spec
 
 IMAGE_ENV = "MLOPS_STEP_IMAGE"
 NAMESPACE_ENV = "MLOPS_K8S_NAMESPACE"
@@ -27,8 +30,9 @@ SETTINGS_ENV = "MLOPS_POD_SETTINGS"
 
 #: The step image's user (``docker/Dockerfile`` creates it with this uid and gid).
 STEP_UID = 10001
-#: Where the writable scratch volume is mounted; the root filesystem is read-only.
-SCRATCH_PATH = "/tmp"
+#: Where the writable scratch volume is mounted; the root filesystem is read-only. (bandit B108 is about
+#: shared temporary folders on a host; this is a mount point inside the pod's own filesystem.)
+SCRATCH_PATH = "/tmp"  # nosec B108
 SCRATCH_VOLUME = "scratch"
 CONTAINER_NAME = "step"
 
@@ -91,7 +95,9 @@ class PodSettings(BaseModel):
     priority_class_name: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-    pod_template_file: str | None = Field(default=None, description="Base pod template; these settings win.")
+    pod_template_file: str | None = Field(
+        default=None, description="Base pod template; the pod built from it must still meet pod_policy."
+    )
 
     # Environment: plain values here, credentials only by reference.
     env: dict[str, str] = Field(default_factory=dict, description="Extra non-secret environment variables.")
@@ -107,6 +113,11 @@ class PodSettings(BaseModel):
     )
 
     # Security (restricted profile).
+    pod_policy: PodPolicy = Field(
+        default_factory=lambda: _env(POLICY_ENV) or RESTRICTED,
+        validate_default=True,
+        description="Pod Security Standard every step pod must meet; set by the deployment only.",
+    )
     run_as_user: int = Field(default=STEP_UID, ge=1)
     run_as_group: int = Field(default=STEP_UID, ge=1)
     scratch_size_limit: str = Field(default="4Gi", description="Size limit of the /tmp emptyDir.")
@@ -214,19 +225,17 @@ def settings_document() -> dict[str, Any]:
 
 def resolve_settings(step: str, options: dict[str, Any] | None = None) -> PodSettings:
     """The pod settings of ``step``: environment, then the settings document and its step section, then options."""
+    if options and POLICY_KEY in options:
+        raise SpecError(
+            f"runner_options may not set {POLICY_KEY} ({options[POLICY_KEY]!r}): a run cannot relax the pod policy; "
+            f"remove it, or have the deployment set {POLICY_KEY} in ${SETTINGS_ENV} (or ${POLICY_ENV})"
+        )
     document = dict(settings_document())
     per_step = document.pop("steps", None) or {}
     if not isinstance(per_step, dict):
         raise SpecError(f"'steps' in the pod settings must map step names to settings, got {per_step!r}")
     merged = {**document, **(per_step.get(step) or {}), **(options or {})}
-    try:
-        return PodSettings.model_validate(merged)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(settings)'}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        )
-        raise SpecError(f"invalid pod settings for step {step}: {problems}") from None
+    return validate_spec(PodSettings, merged, f"pod settings for step {step}")
 
 
 class LogBudget:

@@ -11,6 +11,7 @@ import pandas as pd
 from mlops_ops import lineage
 from mlops_ops.context import RunContext
 from mlops_ops.errors import DataError
+from mlops_ops.lineage import tags as keys
 from mlops_ops.specs import METRICS, EvaluateResult, EvaluateSpec
 from mlops_ops.steps import metrics as metric_fns
 from mlops_ops.steps.train import split_xy
@@ -86,9 +87,9 @@ def run(spec: EvaluateSpec, ctx: RunContext, store: Store) -> EvaluateResult:
             mlrun.log_metrics(champion, prefix="champion_")
         mlrun.tag(
             **{
-                "mlops.evaluation.passed": passed,
-                "mlops.candidate.run_id": spec.candidate.mlflow_run_id,
-                "mlops.champion.version": champion_version or "none",
+                keys.EVALUATION_PASSED: passed,
+                keys.CANDIDATE_RUN_ID: spec.candidate.mlflow_run_id,
+                keys.CHAMPION_VERSION: champion_version or "none",
             }
         )
         report = _report(spec, candidate, champion, champion_version, reasons, note)
@@ -112,6 +113,7 @@ def run(spec: EvaluateSpec, ctx: RunContext, store: Store) -> EvaluateResult:
             candidate_metrics=candidate,
             champion_version=champion_version,
             champion_metrics=champion,
+            compare_metric=spec.comparison(),
             dataset_digest=spec.dataset.digest,
             report_uri=report_uri,
             mlflow_run_id=mlrun.run_id,

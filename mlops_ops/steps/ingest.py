@@ -8,8 +8,10 @@ Arrow (not pandas) to keep a million-row table cheap in time and memory.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import logging
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ import pyarrow.parquet as pq
 
 from mlops_ops import lineage
 from mlops_ops.errors import DataError, SpecError
+from mlops_ops.lineage import tags as keys
 from mlops_ops.specs import DatasetRef, IngestResult, IngestSpec, SplitSpec
 
 if TYPE_CHECKING:
@@ -37,6 +40,12 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "row_group_size": 256 * 1024, "version": "2.6"}
 #: A target with at most this many distinct values is treated as classes and stratified on.
 MAX_CLASSES = 50
+#: Column names an error message lists before it says how many more there are.
+MAX_NAMES_SHOWN = 20
+
+# Parts of Arrow's CSV errors that we keep; the rest of such a message quotes the file's content.
+_COLUMN_COUNT = re.compile(r"(?:Row #(\d+): )?Expected (\d+) columns, got (\d+)")
+_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to ([\w\[\], ]+?):")
 
 
 def run(spec: IngestSpec, ctx: RunContext, store: Store) -> IngestResult:
@@ -49,8 +58,12 @@ def run(spec: IngestSpec, ctx: RunContext, store: Store) -> IngestResult:
 
     Raises:
         DataError: The source is missing, empty, unreadable, lacks the target or has missing targets.
-        SpecError: The format cannot be told from the source's name.
+        SpecError: The format cannot be told from the source's name, or the source is a local file
+            outside the folders a spec may read (``MLOPS_DATA_ROOTS``).
     """
+    # Refused before an MLflow run exists: a spec that may not run leaves no trace but its error line.
+    store.check_readable(spec.source)
+    source_format(spec.source, spec.format)
     with lineage.step_run(ctx) as run:
         started = time.monotonic()
         table = read_source(spec.source, store, spec.format)
@@ -115,7 +128,7 @@ def read_source(source: str, store: Store, declared: str = "auto") -> pa.Table:
     names = table.column_names
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise DataError(f"source {source!r} has duplicate column names {duplicates}; rename them")
+        raise DataError(f"source {source!r} has duplicate column names {_names(duplicates)}; rename them")
     return table.replace_schema_metadata(None).combine_chunks()
 
 
@@ -134,9 +147,11 @@ def _read_csv(path: Path, source: str) -> pa.Table:
             raise DataError(
                 f"source {source!r} has no header and no rows; it needs a header line and data rows"
             ) from exc
-        raise DataError(f"cannot parse {source!r} as CSV: {message}; fix the file or set format") from exc
+        # Never the message itself: Arrow quotes the offending row, which may be anything (a password file).
+        problem = _csv_problem(message, path, parse)
+        raise DataError(f"cannot parse {source!r} as CSV: {problem}; fix the file or set format") from None
     except OSError as exc:
-        raise DataError(f"cannot read {source!r}: {exc}") from exc
+        raise DataError(f"cannot read {source!r}: {exc.strerror or type(exc).__name__}") from None
     # Arrow reads a column with invalid UTF-8 as binary rather than failing.
     binary = [f.name for f in table.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
     if binary:
@@ -146,14 +161,46 @@ def _read_csv(path: Path, source: str) -> pa.Table:
     return table
 
 
+def _csv_problem(message: str, path: Path, parse: pcsv.ParseOptions) -> str:
+    """What is wrong with a CSV file, from Arrow's error, without the file content Arrow's error quotes."""
+    conversion = _CONVERSION.search(message)
+    if conversion:
+        column, row, kind = conversion.groups()
+        where = f" on line {row}" if row else ""
+        return f"column {int(column) + 1} (counting from 1) has a value that is not {kind}{where}"
+    counts = _COLUMN_COUNT.search(message)
+    if counts:
+        row, expected, got = counts.groups()
+        line = row or _first_ragged_line(path, parse)
+        where = f"line {line}" if line else "a line"
+        return f"{where} has {got} fields where the header has {expected}"
+    return "the file is not well-formed CSV (Arrow could not parse it)"
+
+
+def _first_ragged_line(path: Path, parse: pcsv.ParseOptions) -> int | None:
+    """The line number of the first row with the wrong number of fields (a single-threaded second read)."""
+    found: list[int | None] = []
+
+    def note(row: pcsv.InvalidRow) -> str:
+        found.append(row.number)
+        return "error"
+
+    options = pcsv.ParseOptions(delimiter=parse.delimiter, invalid_row_handler=note)
+    with contextlib.suppress(pa.ArrowInvalid, OSError):
+        pcsv.read_csv(path, read_options=pcsv.ReadOptions(use_threads=False), parse_options=options)
+    return found[0] if found else None
+
+
 def _read_parquet(path: Path, source: str) -> pa.Table:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         message = str(exc).splitlines()[0]
+        # Arrow's Parquet errors name the local path it opened: keep what comes after it.
+        message = message.rsplit(f"{path}': ", 1)[-1]
         raise DataError(
             f"cannot read {source!r} as Parquet: {message}; the file is truncated or not Parquet, write it again"
-        ) from exc
+        ) from None
     # Unnamed pandas indexes come back as "__index_level_N__" columns: drop them, as reset_index would.
     return table.drop_columns([n for n in table.column_names if n.startswith("__index_level_")])
 
@@ -178,8 +225,9 @@ def _where_not_utf8(path: Path) -> str:
 
 def _check_target(table: pa.Table, target: str, source: str) -> None:
     if target not in table.column_names:
-        available = ", ".join(table.column_names)
-        raise DataError(f"target column {target!r} is not in {source!r}; available columns: {available}")
+        raise DataError(
+            f"target column {target!r} is not in {source!r}; available columns: {_names(table.column_names)}"
+        )
     column = table.column(target)
     missing = column.null_count
     if pa.types.is_floating(column.type):
@@ -189,6 +237,13 @@ def _check_target(table: pa.Table, target: str, source: str) -> None:
             f"target column {target!r} has {missing} missing values in {table.num_rows} rows; "
             "drop or fill those rows before ingesting"
         )
+
+
+def _names(names: list[str]) -> str:
+    """Column names for an error message: at most MAX_NAMES_SHOWN, each cut to 40 characters."""
+    shown = ", ".join(n if len(n) <= 40 else n[:39] + "…" for n in names[:MAX_NAMES_SHOWN])
+    more = len(names) - MAX_NAMES_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 # ----------------------------------------------------------------------------------------- splitting
@@ -288,5 +343,5 @@ def _log_lineage(run: lineage.StepRun, spec: IngestSpec, table: pa.Table, result
             "eval_rows": result.eval.rows,
         }
     )
-    run.tag(**{"mlops.dataset.uri": snapshot.uri, "mlops.dataset.digest": snapshot.digest})
+    run.tag(**{keys.DATASET_URI: snapshot.uri, keys.DATASET_DIGEST: snapshot.digest})
     run.log_text(json.dumps(result.model_dump(mode="json"), indent=2), "ingest/result.json")

@@ -33,13 +33,11 @@ from datetime import UTC, datetime
 from mlops_ops import lineage
 from mlops_ops.context import RunContext, safe
 from mlops_ops.errors import PromotionRejected
-from mlops_ops.specs import METRICS, PromoteResult, PromoteSpec
+from mlops_ops.lineage import tags as keys
+from mlops_ops.specs import DEFAULT_COMPARE_METRIC, METRICS, PromoteResult, PromoteSpec
 from mlops_ops.store import Store
 
 log = logging.getLogger(__name__)
-
-#: The metric compared with the champion when the evaluation did not record one.
-DEFAULT_COMPARE_METRIC = {"classification": "roc_auc", "regression": "rmse"}
 
 
 @dataclass(frozen=True)
@@ -55,24 +53,29 @@ def version_tags(spec: PromoteSpec, ctx: RunContext) -> dict[str, str]:
     """Tags that lead from the model version back to its data, validation, training and evaluation."""
     candidate = spec.evaluation.candidate
     tags = {
-        "mlops.dataset.uri": candidate.dataset_uri,
-        "mlops.dataset.digest": candidate.dataset_digest,
-        "mlops.train.run_id": candidate.mlflow_run_id,
-        "mlops.evaluate.run_id": spec.evaluation.mlflow_run_id or "",
-        "mlops.eval_dataset.digest": spec.evaluation.dataset_digest,
-        "mlops.pipeline": ctx.pipeline,
-        "mlops.run_id": ctx.run_id,
+        keys.DATASET_URI: candidate.dataset_uri,
+        keys.DATASET_DIGEST: candidate.dataset_digest,
+        keys.TRAIN_RUN_ID: candidate.mlflow_run_id,
+        keys.EVALUATE_RUN_ID: spec.evaluation.mlflow_run_id or "",
+        keys.EVAL_DATASET_DIGEST: spec.evaluation.dataset_digest,
+        keys.PIPELINE: ctx.pipeline,
+        keys.PIPELINE_RUN_ID: ctx.run_id,
     }
     if candidate.validation_result_uri:
-        tags["mlops.validation.result_uri"] = candidate.validation_result_uri
-        tags["mlops.validation.success"] = "true"
-    tags.update({f"mlops.metric.{k}": f"{v:.6g}" for k, v in spec.evaluation.candidate_metrics.items()})
+        tags[keys.VALIDATION_RESULT_URI] = candidate.validation_result_uri
+        tags[keys.VALIDATION_SUCCESS] = "true"
+    tags.update({keys.metric(k): f"{v:.6g}" for k, v in spec.evaluation.candidate_metrics.items()})
     return tags
 
 
 def lock_key(model: str, alias: str) -> str:
     """Store key of the lock that serialises moves of one alias."""
     return f"locks/registry/{safe(model)}/{safe(alias)}.lock"
+
+
+def register_lock_key(model: str) -> str:
+    """Store key of the lock that serialises registrations of versions of one model."""
+    return f"locks/registry/{safe(model)}/_register.lock"
 
 
 def run(spec: PromoteSpec, ctx: RunContext, store: Store) -> PromoteResult:
@@ -86,20 +89,23 @@ def run(spec: PromoteSpec, ctx: RunContext, store: Store) -> PromoteResult:
         )
     candidate = evaluation.candidate
     with lineage.step_run(ctx) as mlrun:
-        version = lineage.register(
-            spec.registered_model, candidate.model_uri, candidate.mlflow_run_id, version_tags(spec, ctx)
-        )
+        # Look-up and creation under one lock: racing or retried promotions of one training run find
+        # the version the first one made instead of registering a second.
+        with store.lock(register_lock_key(spec.registered_model)):
+            version = lineage.register(
+                spec.registered_model, candidate.model_uri, candidate.mlflow_run_id, version_tags(spec, ctx)
+            )
         number = str(version.version)
         metric = compare_metric(spec)
         with store.lock(lock_key(spec.registered_model, spec.alias)):
             outcome = settle(spec, number, metric)
         mlrun.tag(
             **{
-                "mlops.promote.model": spec.registered_model,
-                "mlops.promote.version": number,
-                "mlops.promote.alias": spec.alias,
-                "mlops.promote.moved": outcome.moved,
-                "mlops.promote.reason": outcome.reason[:5000],
+                keys.PROMOTE_MODEL: spec.registered_model,
+                keys.PROMOTE_VERSION: number,
+                keys.PROMOTE_ALIAS: spec.alias,
+                keys.PROMOTE_MOVED: outcome.moved,
+                keys.PROMOTE_REASON: outcome.reason[:5000],
             }
         )
         if outcome.moved:
@@ -127,10 +133,10 @@ def run(spec: PromoteSpec, ctx: RunContext, store: Store) -> PromoteResult:
 
 
 def compare_metric(spec: PromoteSpec) -> str:
-    """The metric the evaluation compared with the champion (its ``compare_metric`` parameter)."""
+    """The metric the evaluation compared with the champion, as its result manifest says."""
     evaluation = spec.evaluation
-    recorded = lineage.run_params(evaluation.mlflow_run_id).get("compare_metric") if evaluation.mlflow_run_id else None
     task = evaluation.candidate.task
+    recorded = evaluation.compare_metric
     return recorded if recorded in METRICS[task] else DEFAULT_COMPARE_METRIC[task]
 
 
@@ -143,7 +149,7 @@ def settle(spec: PromoteSpec, number: str, metric: str) -> Outcome:
         lineage.move_alias(name, alias, number, "")  # completes the history a try that died half-way left
         return Outcome(False, number, f"{alias} already points at version {number}")
     mine = lineage.version_tags(name, number)
-    replaced_by = mine.get(f"mlops.alias.{alias}.replaced_by")
+    replaced_by = mine.get(keys.alias_key(alias, "replaced_by"))
     if replaced_by:
         return Outcome(
             False,
@@ -163,9 +169,9 @@ def settle(spec: PromoteSpec, number: str, metric: str) -> Outcome:
                 name,
                 number,
                 {
-                    f"mlops.alias.{alias}.superseded_by": current,
-                    f"mlops.alias.{alias}.superseded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    f"mlops.alias.{alias}.superseded_reason": change[:5000],
+                    keys.alias_key(alias, "superseded_by"): current,
+                    keys.alias_key(alias, "superseded_at"): datetime.now(UTC).isoformat(timespec="seconds"),
+                    keys.alias_key(alias, "superseded_reason"): change[:5000],
                 },
             )
             return Outcome(False, current, f"superseded: {change}")
@@ -180,7 +186,7 @@ def outranks(
     """Whether version ``mine`` ranks above ``theirs`` by the rule in the module docstring, and why."""
     (number, tags), (other, other_tags) = mine, theirs
     later = int(number) > int(other)
-    key, rows = f"mlops.metric.{metric}", "mlops.eval_dataset.digest"
+    key, rows = keys.metric(metric), keys.EVAL_DATASET_DIGEST
     if key not in tags or key not in other_tags or not tags.get(rows) or tags.get(rows) != other_tags.get(rows):
         return later, f"the two were not evaluated on the same rows with {metric}, so the later version wins"
     ours, theirs_value = float(tags[key]), float(other_tags[key])

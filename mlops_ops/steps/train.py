@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import time
@@ -14,27 +13,13 @@ import pandas as pd
 from mlops_ops import lineage
 from mlops_ops.context import RunContext
 from mlops_ops.errors import DataError, SpecError
+from mlops_ops.lineage import tags as keys
 from mlops_ops.specs import TrainResult, TrainSpec
+from mlops_ops.steps import estimators
 from mlops_ops.steps import metrics as metric_fns
 from mlops_ops.store import Store
 
 log = logging.getLogger(__name__)
-
-
-def load_estimator(path: str, params: dict[str, Any], seed: int) -> Any:
-    """Instantiate the estimator an import path names, with its parameters and the spec's seed."""
-    module_name, _, class_name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise SpecError(f"estimator {path!r} cannot be imported: {exc}") from exc
-    try:
-        estimator = cls(**params)
-    except TypeError as exc:
-        raise SpecError(f"estimator {path!r} rejects its parameters {params}: {exc}") from exc
-    if "random_state" in estimator.get_params() and "random_state" not in params:
-        estimator.set_params(random_state=seed)
-    return estimator
 
 
 def build_pipeline(frame: pd.DataFrame, estimator: Any) -> Any:
@@ -98,24 +83,25 @@ def fingerprint(spec: TrainSpec) -> str:
     """Identity of a training: same data and same spec give the same model, so it is trained once."""
     import sklearn
 
-    basis = spec.model_dump(mode="json", exclude={"validation", "dataset", "allowed_estimator_prefixes"})
+    basis = spec.model_dump(mode="json", exclude={"validation", "dataset"})
     basis |= {"dataset": spec.dataset.digest, "sklearn": sklearn.__version__}
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
 
 
 def run(spec: TrainSpec, ctx: RunContext, store: Store) -> TrainResult:
     """Fit the pipeline on the train partition and log it to MLflow with its dataset input."""
+    estimators.resolve(spec.estimator, spec.task)  # refuse a disallowed estimator before anything is recorded
     key = fingerprint(spec)
     with lineage.step_run(ctx) as mlrun:
         mlrun.tag(
             **{
-                "mlops.train.fingerprint": key,
-                "mlops.dataset.digest": spec.dataset.digest,
-                "mlops.dataset.uri": spec.dataset.uri,
+                keys.TRAIN_FINGERPRINT: key,
+                keys.DATASET_DIGEST: spec.dataset.digest,
+                keys.DATASET_URI: spec.dataset.uri,
             }
         )
         if spec.validation is not None:
-            mlrun.tag(**{"mlops.validation.result_uri": spec.validation.result_uri})
+            mlrun.tag(**{keys.VALIDATION_RESULT_URI: spec.validation.result_uri})
         earlier = mlrun.find_training(key)
         if earlier is not None:
             log.info(
@@ -124,7 +110,7 @@ def run(spec: TrainSpec, ctx: RunContext, store: Store) -> TrainResult:
                 earlier["model_uri"],
             )
             if earlier["run_id"] != mlrun.run_id:
-                mlrun.tag(**{"mlops.train.cached_from": earlier["run_id"], "mlops.model_uri": earlier["model_uri"]})
+                mlrun.tag(**{keys.TRAIN_CACHED_FROM: earlier["run_id"], keys.MODEL_URI: earlier["model_uri"]})
             return _result(
                 spec, earlier["run_id"], earlier["model_uri"], earlier["model_id"], earlier["metrics"], cached=True
             )
@@ -140,7 +126,7 @@ def _fit_and_log(spec: TrainSpec, mlrun: lineage.StepRun, store: Store) -> tuple
         frame = pd.read_parquet(path)
     x, y = split_xy(frame, spec.target, spec.features)
     _check_task(y, spec)
-    model = build_pipeline(x, load_estimator(spec.estimator, spec.estimator_params, spec.seed))
+    model = build_pipeline(x, estimators.instantiate(spec.estimator, spec.estimator_params, spec.seed, spec.task))
     mlrun.log_params(
         {"estimator": spec.estimator, "task": spec.task, "target": spec.target, "seed": spec.seed, "rows": len(frame)}
         | {f"model.{k}": v for k, v in spec.estimator_params.items()}
@@ -154,7 +140,10 @@ def _fit_and_log(spec: TrainSpec, mlrun: lineage.StepRun, store: Store) -> tuple
         model.fit(x, y)
     except InvalidParameterError as exc:
         # scikit-learn checks parameter values only when fitting; a bad one is the spec's fault, not a crash.
-        raise SpecError(f"estimator {spec.estimator!r} rejects its parameters {spec.estimator_params}: {exc}") from exc
+        raise SpecError(
+            f"estimator {spec.estimator!r} rejects its parameters {estimators.brief(spec.estimator_params)}: "
+            f"{str(exc)[:300]}"
+        ) from exc
     log.info("fitted in %.1fs", time.perf_counter() - started)
     train_metrics = metric_fns.compute(spec.task, model, x, y)
     mlrun.log_metrics(train_metrics, prefix="train_")

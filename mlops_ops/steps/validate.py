@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_ops import lineage
 from mlops_ops.errors import DataError, SpecError, ValidationFailed
+from mlops_ops.lineage import tags as keys
 from mlops_ops.specs import DatasetRef, Failure, ValidateResult, ValidateSpec
 from mlops_ops.store import sha256_file
 
@@ -352,10 +353,10 @@ def _log_lineage(
     run.log_text(report, "validation/report.md")
     run.tag(
         **{
-            "mlops.validation.success": str(result.success).lower(),
-            "mlops.validation.result_uri": result.result_uri,
-            "mlops.validation.report_uri": result.report_uri,
-            "mlops.dataset.uri": spec.dataset.uri,
-            "mlops.dataset.digest": spec.dataset.digest,
+            keys.VALIDATION_SUCCESS: str(result.success).lower(),
+            keys.VALIDATION_RESULT_URI: result.result_uri,
+            keys.VALIDATION_REPORT_URI: result.report_uri,
+            keys.DATASET_URI: spec.dataset.uri,
+            keys.DATASET_DIGEST: spec.dataset.digest,
         }
     )

@@ -1,4 +1,4 @@
-"""The embedded default's demo run (``python -m mlops_ops.quickstart``, what ``make demo`` runs), once a session.
+"""The embedded default's demo run (``mlops-ops demo``, what ``make demo`` runs), once a session.
 
 It starts in the background when first asked for, so it overlaps with slower set-up (the deployed stack
 starts its servers meanwhile), and both the embedded and the deployed tests read its outcome.
@@ -38,17 +38,21 @@ def lineage(model: str, env: dict[str, str]) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def quickstart(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the quickstart on ``home`` and wait for it."""
+#: ``mlops-ops demo`` of this virtualenv, as ``make demo`` runs it.
+DEMO = [str(Path(sys.executable).with_name("mlops-ops")), "demo"]
+
+
+def quickstart(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``mlops-ops demo`` on ``home`` and wait for it."""
     return subprocess.run(
-        [sys.executable, "-m", "mlops_ops.quickstart", *args], cwd=REPO, env=clean_env(MLOPS_HOME=str(home)),
+        [*DEMO, *args], cwd=REPO, env=clean_env(MLOPS_HOME=str(home), **env),
         capture_output=True, text=True, check=False, timeout=RUN_TIMEOUT_SECONDS,
     )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class EmbeddedDemo:
-    """The quickstart on the base demo batch, running in the background on a fresh home."""
+    """``mlops-ops demo`` on the base demo batch, running in the background on a fresh home."""
 
     process: subprocess.Popen[bytes]
     home: Path
@@ -74,7 +78,7 @@ def embedded_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
     log = home.parent / f"{home.name}-quickstart.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlops_ops.quickstart", "--data", "base"],
+            [*DEMO, "--data", "base"],
             cwd=REPO, env=clean_env(MLOPS_HOME=str(home)), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

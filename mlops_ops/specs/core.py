@@ -1,4 +1,4 @@
-"""Typed specs and result manifests of the five steps (pydantic v2, no heavy imports).
+"""Typed specs and result manifests of the training steps (pydantic v2, no heavy imports).
 
 A step takes a spec and returns a result manifest. Results are small (URIs, digests, counts, metrics,
 MLflow ids) so they can travel through XCom and pod arguments as ``model_dump(mode="json")``. A spec
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -30,16 +30,23 @@ METRICS: dict[str, dict[str, bool]] = {
     "regression": {"rmse": False, "mae": False, "r2": True},
 }
 ALL_METRICS = {name for group in METRICS.values() for name in group}
+#: The metric compared with the champion when neither a compare metric nor a gate names one.
+DEFAULT_COMPARE_METRIC = {"classification": "roc_auc", "regression": "rmse"}
 
+_ESTIMATOR_PATH = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 _GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 
 
-class _Model(BaseModel):
+class StepSpec(BaseModel):
+    """Base of step specs: unknown keys are refused."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class _Result(BaseModel):
+class StepResult(BaseModel):
+    """Base of result manifests."""
+
     # Results are read back from XCom and files written by other versions: tolerate extra keys.
     model_config = ConfigDict(extra="ignore")
 
@@ -47,7 +54,7 @@ class _Result(BaseModel):
 # --------------------------------------------------------------------------------------------- results
 
 
-class DatasetRef(_Result):
+class DatasetRef(StepResult):
     """A content-addressed Parquet file in the artifact store."""
 
     uri: str
@@ -56,7 +63,7 @@ class DatasetRef(_Result):
     columns: dict[str, str] = Field(default_factory=dict, description="Column name to dtype.")
 
 
-class IngestResult(_Result):
+class IngestResult(StepResult):
     """What ingest produced: the snapshot and its frozen train and evaluation partitions."""
 
     step: Literal["ingest"] = "ingest"
@@ -67,7 +74,7 @@ class IngestResult(_Result):
     mlflow_run_id: str | None = None
 
 
-class Failure(_Result):
+class Failure(StepResult):
     """One failed expectation."""
 
     expectation: str
@@ -82,7 +89,7 @@ class Failure(_Result):
         return f"{self.expectation}{where}{count}{detail}"
 
 
-class ValidateResult(_Result):
+class ValidateResult(StepResult):
     """Outcome of running the expectation suite on the snapshot."""
 
     step: Literal["validate"] = "validate"
@@ -96,7 +103,7 @@ class ValidateResult(_Result):
     mlflow_run_id: str | None = None
 
 
-class TrainResult(_Result):
+class TrainResult(StepResult):
     """The candidate model and where it came from."""
 
     step: Literal["train"] = "train"
@@ -113,7 +120,7 @@ class TrainResult(_Result):
     cached: bool = Field(default=False, description="An earlier identical training was reused.")
 
 
-class EvaluateResult(_Result):
+class EvaluateResult(StepResult):
     """Candidate and champion metrics on the same rows, and the gate decision."""
 
     step: Literal["evaluate"] = "evaluate"
@@ -123,12 +130,13 @@ class EvaluateResult(_Result):
     candidate_metrics: dict[str, float]
     champion_version: str | None = None
     champion_metrics: dict[str, float] | None = None
+    compare_metric: str | None = Field(default=None, description="The metric compared with the champion.")
     dataset_digest: str
     report_uri: str | None = None
     mlflow_run_id: str | None = None
 
 
-class PromoteResult(_Result):
+class PromoteResult(StepResult):
     """Where the candidate landed in the registry."""
 
     step: Literal["promote"] = "promote"
@@ -144,7 +152,7 @@ class PromoteResult(_Result):
 # ----------------------------------------------------------------------------------------------- specs
 
 
-class SplitSpec(_Model):
+class SplitSpec(StepSpec):
     """How the snapshot is split into train and evaluation partitions."""
 
     eval_fraction: float = Field(default=0.2, gt=0, lt=1)
@@ -152,7 +160,7 @@ class SplitSpec(_Model):
     stratify: bool = Field(default=True, description="Stratify on the target column (classification).")
 
 
-class IngestSpec(_Model):
+class IngestSpec(StepSpec):
     """Read a CSV or Parquet source and snapshot it into the artifact store."""
 
     source: str = Field(min_length=1, description="Local path, file:// or s3:// URI.")
@@ -170,7 +178,7 @@ def _dataset(value: Any, partition: str) -> Any:
     return value
 
 
-class ValidateSpec(_Model):
+class ValidateSpec(StepSpec):
     """Validate the snapshot against an expectation suite file."""
 
     dataset: DatasetRef
@@ -182,7 +190,7 @@ class ValidateSpec(_Model):
         return _dataset(value, "snapshot")
 
 
-class TrainSpec(_Model):
+class TrainSpec(StepSpec):
     """Train a scikit-learn estimator inside a preprocessing pipeline."""
 
     dataset: DatasetRef
@@ -192,7 +200,6 @@ class TrainSpec(_Model):
     estimator_params: dict[str, Any] = Field(default_factory=dict)
     features: list[str] | None = Field(default=None, description="Feature columns; default all but target.")
     seed: int = 42
-    allowed_estimator_prefixes: list[str] = Field(default_factory=lambda: ["sklearn."])
     validation: ValidateResult | None = Field(default=None, description="Validation result, for lineage.")
 
     @field_validator("dataset", mode="before")
@@ -200,22 +207,37 @@ class TrainSpec(_Model):
     def _train(cls, value: Any) -> Any:
         return _dataset(value, "train")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_self_approval(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "allowed_estimator_prefixes" in value:
+            raise ValueError(
+                "allowed_estimator_prefixes cannot be set by a spec: which estimators besides scikit-learn's "
+                "may run is the deployment's choice (MLOPS_ALLOWED_ESTIMATORS, or the operator's allowed_estimators)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check_estimator(self) -> TrainSpec:
-        if not re.fullmatch(r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*", self.estimator):
-            raise ValueError(f"estimator {self.estimator!r} is not an import path like 'sklearn.linear_model.Ridge'")
-        if not any(self.estimator.startswith(p) for p in self.allowed_estimator_prefixes):
-            allowed = ", ".join(self.allowed_estimator_prefixes)
-            raise ValueError(
-                f"estimator {self.estimator!r} is not allowed; allowed prefixes: {allowed} "
-                "(add to allowed_estimator_prefixes to permit it)"
-            )
+        check_estimator_path(self.estimator)
         if self.validation is not None and not self.validation.success:
             raise ValueError("the dataset failed validation; refusing to train on it")
         return self
 
 
-class Gate(_Model):
+def check_estimator_path(path: str) -> None:
+    """An estimator path is dotted public names (no ``_private`` segment); raises ValueError otherwise.
+
+    This is syntax only; ``mlops_ops.steps.estimators.resolve`` decides what may run.
+    """
+    if len(path) > 200 or not _ESTIMATOR_PATH.fullmatch(path):
+        raise ValueError(
+            f"estimator {path[:200]!r} is not a public import path like 'sklearn.linear_model.Ridge' "
+            "(letters, digits and underscores; no segment may start with '_')"
+        )
+
+
+class Gate(StepSpec):
     """An absolute threshold such as ``roc_auc >= 0.8``."""
 
     metric: str
@@ -245,7 +267,7 @@ class Gate(_Model):
         return f"{self.metric} {self.op} {self.value:g}"
 
 
-class EvaluateSpec(_Model):
+class EvaluateSpec(StepSpec):
     """Score candidate and champion on the frozen evaluation partition and decide."""
 
     dataset: DatasetRef
@@ -277,10 +299,10 @@ class EvaluateSpec(_Model):
             return self.compare_metric
         if self.gates:
             return self.gates[0].metric
-        return "roc_auc" if self.candidate.task == "classification" else "rmse"
+        return DEFAULT_COMPARE_METRIC[self.candidate.task]
 
 
-class PromoteSpec(_Model):
+class PromoteSpec(StepSpec):
     """Register a candidate that passed evaluation and move an alias to it."""
 
     evaluation: EvaluateResult
@@ -289,29 +311,16 @@ class PromoteSpec(_Model):
     reason: str = ""
 
 
-SPECS: dict[str, type[_Model]] = {
-    "ingest": IngestSpec,
-    "validate": ValidateSpec,
-    "train": TrainSpec,
-    "evaluate": EvaluateSpec,
-    "promote": PromoteSpec,
-}
-RESULTS: dict[str, type[_Result]] = {
-    "ingest": IngestResult,
-    "validate": ValidateResult,
-    "train": TrainResult,
-    "evaluate": EvaluateResult,
-    "promote": PromoteResult,
-}
+S = TypeVar("S", bound=BaseModel)
 
 
-def parse_spec(step: str, raw: Any) -> _Model:
-    """Validate a raw spec for ``step``; a bad one raises one SpecError naming every invalid field."""
+def validate_spec(model: type[S], raw: Any, what: str) -> S:
+    """Validate ``raw`` as ``model``; a bad one raises one SpecError naming every invalid field."""
     try:
-        return SPECS[step].model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(spec)'}: {err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors()
         )
-        raise SpecError(f"invalid {step} spec: {problems}") from None
+        raise SpecError(f"invalid {what}: {problems}") from None

@@ -1,0 +1,112 @@
+"""The embedded Airflow of the demo: its environment under ``$MLOPS_HOME`` and the ``airflow`` commands run in it.
+
+Nothing here imports Airflow: every Airflow command runs as a process of this virtualenv's ``airflow``,
+so the demo's own process stays light and the environment it passes on is the whole configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from mlops_ops.settings import DATA_ROOTS_ENV, artifact_root, default_data_roots, mlops_home, tracking_uri
+
+#: The address every UI and printed link of the demo uses.
+HOST = "127.0.0.1"
+
+
+def venv_bin() -> Path:
+    """The folder of this interpreter's scripts (``.venv/bin``): ``airflow``, ``mlflow``, ``mlops-ops``."""
+    return Path(sys.executable).parent
+
+
+def airflow_env(dags_folder: Path, plugins_folder: Path | None = None) -> dict[str, str]:
+    """Environment for an embedded Airflow under MLOPS_HOME (SQLite, no examples).
+
+    The virtualenv's ``bin`` comes first on ``PATH``: ``airflow standalone`` starts its components by the
+    bare name ``airflow``, and steps run ``mlops-ops``, so neither needs an activated virtualenv.
+    """
+    home = mlops_home()
+    airflow_home = home / "airflow"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update({
+        "MLOPS_HOME": str(home),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder.absolute()),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+        "MLFLOW_TRACKING_URI": tracking_uri(),
+        "MLOPS_ARTIFACT_ROOT": artifact_root(),
+        "PATH": os.pathsep.join([str(venv_bin()), env.get("PATH", "")]),
+    })  # fmt: skip
+    if plugins_folder is not None:
+        env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(plugins_folder.absolute())
+    return env
+
+
+def local_path(uri: str) -> Path | None:
+    """The local file a data URI names (a path or ``file://``), absolute; ``None`` for other schemes."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path)).absolute()
+    if parsed.scheme and len(parsed.scheme) > 1:  # s3://, https:// (a one-letter scheme is a Windows drive)
+        return None
+    return Path(uri).expanduser().absolute()
+
+
+def with_data_roots(env: dict[str, str], files: Iterable[Path]) -> dict[str, str]:
+    """``env`` whose ``MLOPS_DATA_ROOTS`` also admits the folders of ``files`` (the user's own data).
+
+    Only when the user did not set ``MLOPS_DATA_ROOTS``: a deployment's setting is never widened. The
+    defaults (:func:`mlops_ops.settings.default_data_roots`) stay, and each file adds its own folder.
+    """
+    if DATA_ROOTS_ENV in os.environ:
+        return env
+    roots = [root.absolute() for root in default_data_roots()]
+    added: list[Path] = []
+    for file in files:
+        folder = file.resolve().parent
+        if not any(folder.is_relative_to(root.resolve()) for root in [*roots, *added]):
+            added.append(folder)
+    if not added:
+        return env
+    return env | {DATA_ROOTS_ENV: os.pathsep.join(str(path) for path in [*roots, *added])}
+
+
+def airflow_command(*args: str) -> list[str]:
+    """The argv of this virtualenv's ``airflow`` with ``args``."""
+    return [str(venv_bin() / "airflow"), *args]
+
+
+def airflow(env: dict[str, str], *args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``airflow`` command of this environment and wait for it (output captured, or appended to ``log``)."""
+    if log is None:
+        return subprocess.run(airflow_command(*args), env=env, text=True, capture_output=True, check=False)
+    with log.open("a") as out:
+        return subprocess.run(
+            airflow_command(*args), env=env, text=True, stdout=out, stderr=subprocess.STDOUT, check=False
+        )
+
+
+def migrate(env: dict[str, str], log: Path, echo: object = print) -> None:
+    """Create or upgrade Airflow's metadata database, once per Airflow version and database."""
+    from importlib.metadata import version
+
+    from mlops_ops.errors import InfraError
+
+    marker = Path(env["AIRFLOW_HOME"]) / f".migrated-{version('apache-airflow')}"
+    database = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    if marker.exists() and marker.read_text() == database:
+        return
+    if callable(echo):
+        echo("Preparing the Airflow metadata database (once per home) …")
+    if airflow(env, "db", "migrate", log=log).returncode != 0:
+        raise InfraError(f"airflow db migrate failed; its output is in {log}")
+    marker.write_text(database)

@@ -1,0 +1,163 @@
+"""Run a DAG of the demo under ``airflow dags test`` and follow it in Airflow's metadata database.
+
+The run's outcome (the DagRun's state, each task instance's state, try and duration, each step's result
+manifest from XCom) is read from the database, never from the command's output. The one thing Airflow
+does not record there is the message of a failed task, so that alone is taken from the task's exception
+line in the run's own output (the operator raises ``step NAME failed: <the step's one-line error>``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mlops_ops.demo.embedded import airflow_command
+from mlops_ops.demo.runstate import MetadataDB, RunState, TaskState
+from mlops_ops.demo.summary import Champion, Outcome, step_line
+from mlops_ops.errors import InfraError
+
+#: Seconds between two looks at the metadata database while a run goes on.
+POLL_SECONDS = 1.0
+
+
+def warm_mlflow() -> threading.Thread:
+    """Import MLflow in the background while Airflow works, so reading the registry afterwards is quick."""
+
+    def load() -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            import mlflow  # noqa: F401
+
+    thread = threading.Thread(target=load, name="warm-mlflow", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_dag(
+    env: dict[str, str], dag_id: str, conf: dict[str, Any], log: Path, echo: Callable[[str], None]
+) -> tuple[RunState, dict[str, TaskState], str]:
+    """``airflow dags test DAG -c CONF``, echoing a line per step as it starts and ends.
+
+    :returns: the recorded run, its task instances, and the run's part of the output (for error lines).
+    """
+    db = MetadataDB(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    before = db.last_run_number(dag_id)
+    offset = log.stat().st_size if log.exists() else 0
+    with log.open("a") as out:
+        process = subprocess.Popen(
+            airflow_command("dags", "test", dag_id, "-c", json.dumps(conf)),
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        run = _follow(db, dag_id, before, process, log, offset, echo)
+    with log.open("rb") as text:
+        text.seek(offset)
+        output = text.read().decode("utf-8", "replace")
+    if run is None:
+        raise InfraError(f"airflow dags test {dag_id} ended with code {process.returncode} without a run; see {log}")
+    final = db.run(dag_id, run.run_id) or run
+    return final, db.tasks(dag_id, final.run_id), output
+
+
+def _follow(
+    db: MetadataDB,
+    dag_id: str,
+    before: int,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    offset: int,
+    echo: Callable[[str], None],
+) -> RunState | None:
+    """Poll the database until the command ends, echoing each change of a task's state."""
+    run: RunState | None = None
+    shown: dict[str, tuple[str | None, int]] = {}
+    while True:
+        ended = process.poll() is not None
+        run = run or db.run_after(dag_id, before)
+        if run is not None:
+            for task in db.tasks(dag_id, run.run_id).values():
+                if shown.get(task.task_id) != (task.state, task.try_number) and task.state is not None:
+                    previous = shown.get(task.task_id)
+                    shown[task.task_id] = (task.state, task.try_number)
+                    started = task.try_number > 0 and task.state != "upstream_failed"
+                    if task.finished and started and previous != ("running", task.try_number):
+                        # It started and ended between two looks: its start still gets its line.
+                        echo(step_line(replace(task, state="running"), None, None))
+                    if task.state in ("running", "up_for_retry") or task.finished:
+                        echo(_line(db, run, task, log, offset))
+        if ended:
+            return run
+        time.sleep(POLL_SECONDS)
+
+
+def _line(db: MetadataDB, run: RunState, task: TaskState, log: Path, offset: int) -> str:
+    result = db.result(run.dag_id, run.run_id, task.task_id) if task.state == "success" else None
+    error = task_error(_output(log, offset), task.task_id) if task.finished else None
+    return step_line(task, result, error)
+
+
+def _output(log: Path, offset: int) -> str:
+    with log.open("rb") as text:
+        text.seek(offset)
+        return text.read().decode("utf-8", "replace")
+
+
+def task_error(output: str, task_id: str) -> str | None:
+    """The one-line error of a failed or skipped step: the message of the exception its operator raised."""
+    marker = f"step {task_id} failed: "
+    found = None
+    for line in output.splitlines():
+        if "Exception: " + marker in line:
+            found = line.split(marker, 1)[1].strip()
+    return found
+
+
+def outcome(
+    env: dict[str, str],
+    run: RunState,
+    tasks: dict[str, TaskState],
+    output: str,
+    conf: dict[str, Any],
+    defaults: dict[str, Any],
+) -> Outcome:
+    """Everything recorded about the run: task states, result manifests, errors, and the registry now."""
+    db = MetadataDB(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    results = {t: r for t in tasks if (r := db.result(run.dag_id, run.run_id, t)) is not None}
+    errors = {
+        t.task_id: e
+        for t in tasks.values()
+        if t.state in ("failed", "skipped") and (e := task_error(output, t.task_id))
+    }
+    settings = defaults | conf
+    champion = read_champion(
+        str(settings.get("registered_model", "churn-classifier")),
+        str(settings.get("promotion_policy", "champion")),
+        (results.get("evaluate") or {}).get("champion_version"),
+    )
+    return Outcome(run, tasks, results, errors, champion, str(settings.get("gate_metric", "roc_auc")))
+
+
+def read_champion(model: str, alias: str, compared: str | None) -> Champion | None:
+    """Where ``alias`` points in MLflow's registry now, and the metrics recorded on the versions concerned."""
+    from mlops_ops.lineage import tags as t
+    from mlops_ops.lineage.registry import version_by_alias, version_tags
+    from mlops_ops.settings import tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return Champion(model, alias, None)  # nothing was ever tracked in this home
+
+    def recorded(tags: dict[str, str]) -> dict[str, float]:
+        prefix = t.metric("")
+        return {k.removeprefix(prefix): float(v) for k, v in tags.items() if k.startswith(prefix)}
+
+    found = version_by_alias(model, alias)
+    now = recorded(dict(found.tags)) if found is not None else {}
+    before = recorded(version_tags(model, compared)) if compared else {}
+    return Champion(model, alias, str(found.version) if found is not None else None, now, before)

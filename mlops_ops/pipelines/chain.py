@@ -1,0 +1,125 @@
+"""The ingest -> validate -> train -> evaluate -> promote chain as a reusable task group.
+
+``mlops_training`` and ``mlops_retraining`` both build their chain here. Every argument is a (templated)
+string, so a DAG passes Jinja that reads its params, an upstream task's output, or a literal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from airflow.sdk import TaskGroup
+
+from mlops_ops.operators import EvaluateOperator, IngestOperator, PromoteOperator, TrainOperator, ValidateOperator
+from mlops_ops.operators.approval import ApprovedPromoteOperator, PromotionApprovalOperator
+from mlops_ops.specs import METRICS
+
+#: Metrics where a lower value is better, derived from the one table of metric directions.
+LOWER_IS_BETTER = tuple(sorted({m for group in METRICS.values() for m, higher in group.items() if not higher}))
+
+
+@dataclass(frozen=True)
+class TrainingChain:
+    """The task group and its five tasks, to wire upstream and downstream of it."""
+
+    group: TaskGroup
+    ingest: IngestOperator
+    validate: ValidateOperator
+    train: TrainOperator
+    evaluate: EvaluateOperator
+    promote: PromoteOperator
+    #: The human approval before promote (``approval=True``), else None.
+    approve: PromotionApprovalOperator | None = None
+
+
+def gate_expression(metric: str, threshold: str) -> str:
+    """A Jinja gate such as ``roc_auc >= 0.75`` whose comparison follows the metric's direction in ``METRICS``.
+
+    :param metric: The metric (templated), e.g. ``"{{ params.gate_metric }}"``.
+    :param threshold: The threshold (templated), e.g. ``"{{ params.gate_threshold }}"``.
+    """
+    bare = metric.removeprefix("{{").removesuffix("}}").strip() if metric.startswith("{{") else repr(metric)
+    return f"{metric} {{{{ '<=' if {bare} in {list(LOWER_IS_BETTER)!r} else '>=' }}}} {threshold}"
+
+
+def training_chain(
+    *,
+    data_uri: str,
+    target: str,
+    registered_model: str,
+    task: str = "classification",
+    estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier",
+    estimator_params: str | dict[str, Any] = "{{ params.estimator_params }}",
+    suite: str,
+    gate_metric: str = "roc_auc",
+    gate_threshold: str = "0.75",
+    min_improvement: str = "0.0",
+    alias: str = "champion",
+    runner: str = "local",
+    group_id: str = "training",
+    prefix_group_id: bool = False,
+    approval: bool = False,
+) -> TrainingChain:
+    """Add the five training tasks, chained, in one task group of the DAG being defined.
+
+    :param data_uri: CSV or Parquet to train on: a local path, ``file://`` or ``s3://`` URI. (templated)
+    :param target: Target column. (templated)
+    :param registered_model: Registered model whose champion is compared and whose alias moves. (templated)
+    :param task: ``classification`` or ``regression``. (templated)
+    :param estimator: Import path of the estimator. (templated)
+    :param estimator_params: Estimator parameters; a Jinja string renders natively to a mapping. (templated)
+    :param suite: Path or URI of the expectation suite. (templated)
+    :param gate_metric: Metric gated and compared with the champion. (templated)
+    :param gate_threshold: Minimum (maximum, for error metrics) the candidate must reach. (templated)
+    :param min_improvement: Margin over the champion. (templated)
+    :param alias: Alias moved on promotion (``champion`` or ``challenger``). (templated)
+    :param runner: ``local`` or ``kubernetes``. (templated)
+    :param group_id: The task group's id.
+    :param prefix_group_id: Prefix task ids with the group id (False keeps ``ingest``, ``train``...).
+    :param approval: Put a human approval (``approve``, Airflow's Required Actions) between a passing
+        evaluation and promote: approve moves ``alias`` with the approver recorded, reject skips promote.
+    """
+    common: dict[str, Any] = {"runner": runner}
+    with TaskGroup(
+        group_id, prefix_group_id=prefix_group_id, tooltip="ingest, validate, train, evaluate, promote"
+    ) as group:
+        ingest = IngestOperator(task_id="ingest", source=data_uri, target=target, **common)
+        validate = ValidateOperator(task_id="validate", dataset=ingest.output, suite=suite, retries=0, **common)
+        train = TrainOperator(
+            task_id="train",
+            dataset=ingest.output,
+            validation=validate.output,
+            target=target,
+            task=task,
+            estimator=estimator,
+            estimator_params=estimator_params,
+            **common,
+        )
+        evaluate = EvaluateOperator(
+            task_id="evaluate",
+            dataset=ingest.output,
+            candidate=train.output,
+            registered_model=registered_model,
+            gates=[gate_expression(gate_metric, gate_threshold)],
+            compare_metric=gate_metric,
+            min_improvement=min_improvement,
+            **common,
+        )
+        if not approval:
+            promote = PromoteOperator(
+                task_id="promote", evaluation=evaluate.output, registered_model=registered_model, alias=alias, **common
+            )
+            return TrainingChain(group, ingest, validate, train, evaluate, promote)
+        approve = PromotionApprovalOperator(
+            task_id="approve", evaluation=evaluate.output, registered_model=registered_model, policy="approval"
+        )
+        promote = ApprovedPromoteOperator(
+            task_id="promote",
+            evaluation=evaluate.output,
+            approval=approve.output,
+            registered_model=registered_model,
+            alias=alias,
+            **common,
+        )
+    return TrainingChain(group, ingest, validate, train, evaluate, promote, approve)

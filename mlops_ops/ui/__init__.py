@@ -1,0 +1,1 @@
+"""mlops-ops in Airflow's UI: the Models view and the report pages (an Airflow plugin, FastAPI app)."""

@@ -1,0 +1,113 @@
+"""The lineage package: runs that follow the pipeline's state, and the one guarded door to MLflow."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlops_ops import lineage
+from mlops_ops.context import RunContext
+from mlops_ops.errors import PromotionRejected, TrackingError, TrackingUnavailable
+from mlops_ops.lineage import tags
+from tests.conftest import isolated_home
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    with isolated_home(tmp_path / "mlops") as path:
+        yield path
+
+
+def _parent(ctx: RunContext) -> tuple[str, str]:
+    client = lineage.client()
+    runs = client.search_runs(
+        [lineage.experiment_id(ctx.pipeline)],
+        f"tags.`{tags.ROLE}` = 'pipeline' and tags.`{tags.RUN_KEY}` = '{ctx.run_key}'",
+    )
+    (run,) = runs
+    return run.info.status, run.data.tags[tags.STATE]
+
+
+def test_the_parent_run_ends_with_the_state_of_the_step_that_ended_last(home: Path) -> None:
+    first = RunContext(pipeline="p", run_id="r1", step="ingest")
+    with lineage.step_run(first) as run:
+        assert _parent(first) == ("RUNNING", "running")
+        run.tag(**{tags.DATASET_URI: "file:///x"})
+    assert _parent(first) == ("FINISHED", "success")
+
+    failing = first.model_copy(update={"step": "train"})
+    with pytest.raises(RuntimeError), lineage.step_run(failing):
+        raise RuntimeError("boom")
+    assert _parent(first) == ("FAILED", "failed")
+
+    retried = failing.model_copy(update={"try_number": 2})
+    with lineage.step_run(retried):
+        pass
+    assert _parent(first) == ("FINISHED", "success")
+
+    promote = first.model_copy(update={"step": "promote"})
+    with pytest.raises(PromotionRejected), lineage.step_run(promote):
+        raise PromotionRejected("gates failed")
+    assert _parent(first) == ("FINISHED", "skipped")
+
+    children = lineage.client().search_runs([lineage.experiment_id("p")], f"tags.`{tags.ROLE}` = 'step'")
+    assert sorted((r.data.tags[tags.STEP], r.info.status) for r in children) == [
+        ("ingest", "FINISHED"),
+        ("promote", "FINISHED"),
+        ("train", "FINISHED"),  # the retry reopened the failed try's run and finished it
+    ]
+
+
+def test_one_client_per_process_and_no_tracking_uri_left_in_the_environment(home: Path) -> None:
+    import os
+
+    assert lineage.client() is lineage.client()
+    # MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ; child processes must not inherit it.
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+
+
+def _flaky(failures: int, exc: Exception) -> object:
+    calls = {"n": 0}
+
+    def call() -> str:
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise exc
+        return "ok"
+
+    return call
+
+
+def test_transient_failures_are_retried_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLOPS_MLFLOW_RETRY_SECONDS", "10")
+    outage = MlflowException("API request to http://mlflow:5000/api failed with exception Connection refused")
+    with caplog.at_level(logging.WARNING, logger="mlops_ops.lineage"):
+        assert lineage.guard(_flaky(2, outage)) == "ok"  # type: ignore[arg-type]
+    assert sum("did not answer" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_an_outage_longer_than_the_budget_is_one_infrastructure_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLOPS_MLFLOW_RETRY_SECONDS", "1")
+    outage = MlflowException("API request to http://mlflow:5000/api failed with exception Connection refused")
+    with pytest.raises(TrackingUnavailable, match="unreachable after 1s of retries") as caught:
+        lineage.guard(_flaky(1000, outage))  # type: ignore[arg-type]
+    assert caught.value.exit_code == 6
+
+
+def test_a_refusal_is_not_retried() -> None:
+    from mlflow.exceptions import MlflowException
+
+    refused = MlflowException("Registered Model with name=x not found", error_code="RESOURCE_DOES_NOT_EXIST")
+    call = _flaky(1, refused)
+    with pytest.raises(TrackingError, match="not found") as caught:
+        lineage.guard(call)  # type: ignore[arg-type]
+    assert caught.value.exit_code == 1

@@ -1,0 +1,192 @@
+"""``mlops-ops demo`` without running a DAG: --conf checked against the DAG's real params, the data roots a
+user's own file gets, and the summary built from recorded task states and manifests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_ops.demo.runstate import RunState, TaskState
+from mlops_ops.demo.summary import Champion, Outcome, step_line, summary
+from tests.servers.embedded import REPO, clean_env
+
+MLOPS_OPS = str(Path(sys.executable).with_name("mlops-ops"))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A home whose cache holds mlops_training's params (read once from the real DAG file)."""
+    path = tmp_path_factory.mktemp("demo-home")
+    done = demo(path, "--help")
+    assert done.returncode == 0, done.stderr
+    yield path
+
+
+def demo(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MLOPS_OPS, "demo", *args], cwd=REPO, env=clean_env(MLOPS_HOME=str(home), **env),
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+
+
+def test_help_lists_every_field_of_the_trigger_form(home: Path) -> None:
+    done = demo(home, "--help")
+    for line in (
+        'target            a string; default "churned"',
+        'task              one of "classification", "regression"; default "classification"',
+        "gate_threshold    a number; default 0.75",
+        'promotion_policy  one of "champion", "challenger"; default "champion"',
+    ):
+        assert line in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ("{target: x}", "--conf is not valid JSON (Expecting property name enclosed in double quotes at column 2)"),
+        ('["target"]', "--conf must be a JSON object of form fields, not list"),
+        ('{"targt": "species"}', "--conf has an unknown key 'targt': did you mean 'target'? mlops_training accepts"),
+        (
+            '{"gate_threshold": "high"}',
+            """--conf key 'gate_threshold' (Gate threshold) must be a number, not "high\"""",
+        ),
+        (
+            '{"task": "clasification"}',
+            """--conf key 'task' (Task type) must be one of "classification", "regression", not "clasification\"""",
+        ),
+        ('{"estimator_params": [1]}', "--conf key 'estimator_params' (Estimator parameters) must be a JSON object"),
+    ],
+)
+def test_a_bad_conf_is_one_line_and_exit_2_before_airflow_starts(home: Path, conf: str, message: str) -> None:
+    started = time.perf_counter()
+    done = demo(home, "--conf", conf)
+    took = time.perf_counter() - started
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("mlops-ops: error: SpecError: " + message)
+    assert done.stdout == ""  # nothing ran: no Airflow, no home set-up message
+    assert not (home / "airflow" / "airflow.db").exists()
+    # The params come from the cache (a cold interpreter with click is ~0.4 s here); loaded machines get slack.
+    assert took < 3.0, took
+
+
+def test_a_missing_file_and_a_missing_target_column_are_refused_up_front(home: Path, tmp_path: Path) -> None:
+    done = demo(home, "--data", str(tmp_path / "nope.csv"))
+    assert done.returncode == 2 and "no such file" in done.stderr
+    own = tmp_path / "elsewhere" / "flowers.csv"
+    own.parent.mkdir()
+    own.write_text("sepal_length,species\n5.1,setosa\n")
+    done = demo(home, "--data", str(own), "--conf", '{"target": "specie"}')
+    assert done.returncode == 2
+    assert "the target column 'specie' is not in flowers.csv (sepal_length, species); did you mean 'species'?" in (
+        done.stderr
+    )
+
+
+def test_your_own_file_anywhere_joins_the_data_roots_unless_you_set_them(tmp_path: Path, monkeypatch: Any) -> None:
+    from mlops_ops.demo.embedded import with_data_roots
+    from mlops_ops.settings import default_data_roots
+
+    own = tmp_path / "elsewhere" / "data.csv"
+    own.parent.mkdir()
+    own.write_text("a,b\n1,2\n")
+    monkeypatch.delenv("MLOPS_DATA_ROOTS", raising=False)
+    roots = with_data_roots({}, [own])["MLOPS_DATA_ROOTS"].split(os.pathsep)
+    assert roots == [str(r.absolute()) for r in default_data_roots()] + [str(own.parent.resolve())]
+    from mlops_ops.demo import DATA_DIR
+
+    assert with_data_roots({}, [DATA_DIR / "churn.csv"]) == {}  # under a default root already: nothing added
+    monkeypatch.setenv("MLOPS_DATA_ROOTS", "/srv/data")
+    assert "MLOPS_DATA_ROOTS" not in with_data_roots({}, [own])  # the deployment's setting is not widened
+
+
+# ------------------------------------------------------------------- the summary, from recorded state
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def task(task_id: str, state: str, seconds: float = 2.0, tries: int = 1) -> TaskState:
+    return TaskState(task_id, state, tries, T0, T0, seconds)
+
+
+def run(state: str) -> RunState:
+    return RunState("mlops_training", "manual__2026-01-01T00:00:00+00:00", state, T0, T0)
+
+
+INGEST = {
+    "source": "/data/churn.csv",
+    "snapshot": {"rows": 5000, "digest": "ab" * 32},
+    "train": {"rows": 4000},
+    "eval": {"rows": 1000},
+}
+
+
+def evaluation(passed: bool, champion: float, reasons: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "passed": passed,
+        "reasons": reasons or [],
+        "candidate": {"task": "classification"},
+        "candidate_metrics": {"roc_auc": 0.81, "accuracy": 0.8},
+        "champion_version": "2",
+        "champion_metrics": {"roc_auc": champion},
+    }
+
+
+def test_a_failed_step_is_failed_with_its_error_and_later_steps_are_not_run() -> None:
+    tasks = {
+        t.task_id: t for t in (task("ingest", "success"), task("validate", "failed"), task("train", "upstream_failed"))
+    }
+    error = "ValidationFailed: 4 of 29 expectations failed in churn_suite: …"
+    lines = [step_line(tasks["validate"], None, error), step_line(tasks["train"], None, None)]
+    assert lines == [
+        f"  validate  failed      2.0s  {error}",
+        "  train     upstream_failed not run: an upstream step failed",
+    ]
+    text = "\n".join(summary(Outcome(run("failed"), tasks, {"ingest": INGEST}, {"validate": error})))
+    assert text.startswith("Run manual__2026-01-01T00:00:00+00:00 of mlops_training: failed in 0.0s")
+    assert "5000 rows, snapshot sha256 abababababababab…" in text
+    assert f"  error       validate: {error}" in text
+
+
+def test_a_rerun_after_drift_shows_the_real_champion_and_why_promote_left_it() -> None:
+    promote = {
+        "model_name": "churn-classifier",
+        "version": "1",
+        "alias": "champion",
+        "moved": False,
+        "previous_version": None,
+        "reason": "version 2 holds champion and ranks above: roc_auc 0.83 against version 1's 0.81",
+    }
+    tasks = {t: task(t, "success") for t in ("ingest", "validate", "train", "evaluate", "promote")}
+    results = {"ingest": INGEST, "evaluate": evaluation(True, 0.83), "promote": promote}
+    champion = Champion("churn-classifier", "champion", "2", {"roc_auc": 0.83}, {"roc_auc": 0.83})
+    text = "\n".join(summary(Outcome(run("success"), tasks, results, {}, champion)))
+    assert "  promote     churn-classifier v1 did not take @champion: version 2 holds champion" in text
+    assert "  registry    churn-classifier@champion is v2 in MLflow now, roc_auc=0.8300 when promoted" in text
+    assert "drift       none seen" in text
+
+
+def test_a_drifted_batch_is_called_drifted_when_the_champion_scores_worse_on_it() -> None:
+    tasks = {t: task(t, "success") for t in ("ingest", "evaluate")}
+    results = {"evaluate": evaluation(True, 0.70)}
+    champion = Champion("churn-classifier", "champion", "3", {}, {"roc_auc": 0.83})
+    text = "\n".join(summary(Outcome(run("success"), tasks, results, {}, champion)))
+    assert (
+        "drift       this batch has drifted: v2 roc_auc 0.7000 here against 0.8300 on the rows it was promoted on"
+        in text
+    )
+
+
+def test_a_skipped_promotion_says_why() -> None:
+    tasks = {"evaluate": task("evaluate", "success"), "promote": task("promote", "skipped")}
+    results = {"evaluate": evaluation(False, 0.9, ["roc_auc 0.81 is not above the champion's 0.9"])}
+    text = "\n".join(summary(Outcome(run("success"), tasks, results, {})))
+    assert "decision    REJECT: roc_auc 0.81 is not above the champion's 0.9" in text
+    assert "promote     skipped: the candidate did not pass" in text
