@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 
-from mlops_ops.pipelines import inbox_asset, retrain_request, training_chain, training_params
+from mlops_ops.pipelines import inbox_asset, policy_alias, retrain_request, training_chain, training_params
 from mlops_ops.pipelines.assets import MACROS
 from mlops_ops.pipelines.tasks import GateOperator
 
@@ -66,7 +66,7 @@ with DAG(
         task_id="gate",
         spec={
             "registered_model": "{{ params.registered_model }}",
-            "alias": "{{ params.promotion_policy }}",
+            "alias": policy_alias("{{ params.promotion_policy }}"),
             "cooldown_hours": COOLDOWN,
             "min_rows": "{{ params.min_rows }}",
             "force": "{{ params.force }}",
@@ -87,7 +87,8 @@ with DAG(
         gate_threshold="{{ params.gate_threshold }}",
         min_improvement="{{ params.min_improvement }}",
         registered_model="{{ params.registered_model }}",
-        alias="{{ params.promotion_policy }}",
+        alias=policy_alias("{{ params.promotion_policy }}"),
+        approval="{{ params.promotion_policy }}",
         runner="{{ params.runner }}",
     )
     gate >> chain.group

@@ -1,12 +1,14 @@
 """
 ### mlops_training
 
-Ingest → validate → train → evaluate → promote, triggered from the Airflow UI with a form.
+Ingest → validate → train → evaluate → (approve) → promote, triggered from the Airflow UI with a form.
 
 * **ingest** snapshots the data (content-addressed Parquet) and freezes a train/eval split.
 * **validate** runs the Great Expectations suite; a failure stops the run before training.
 * **train** fits the estimator in a preprocessing pipeline and logs it to MLflow.
 * **evaluate** scores the candidate and the current champion on the same frozen rows.
+* **approve** waits for a reviewer (Browse > Required Actions) when the promotion policy is `approval`;
+  under any other policy it passes at once.
 * **promote** registers the candidate and moves the alias, or is skipped with the reasons.
 
 Every step runs `mlops-ops step NAME --spec ...`, locally or in a Kubernetes pod (the *runner* field).
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from mlops_ops.pipelines import training_chain, training_params
+from mlops_ops.pipelines import policy_alias, training_chain, training_params
 
 with DAG(
     dag_id="mlops_training",
@@ -41,6 +43,7 @@ with DAG(
         gate_threshold="{{ params.gate_threshold }}",
         min_improvement="{{ params.min_improvement }}",
         registered_model="{{ params.registered_model }}",
-        alias="{{ params.promotion_policy }}",
+        alias=policy_alias("{{ params.promotion_policy }}"),
+        approval="{{ params.promotion_policy }}",
         runner="{{ params.runner }}",
     )

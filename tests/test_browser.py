@@ -1,7 +1,8 @@
 """The UI in a real browser (Playwright driving Debian's chromium) against Airflow as deployed, on loopback.
 
-Airflow (API server, scheduler, DAG processor, triggerer on PostgreSQL) runs ``tests/browser_dags/`` - the
-training chain with human approval - against the MLflow and S3 test servers. Two runs wait for a reviewer:
+Airflow (API server, scheduler, DAG processor, triggerer on PostgreSQL) runs the project's ``dags/`` against
+the MLflow and S3 test servers; ``mlops_training`` is triggered twice with the promotion policy ``approval``
+(a value of its trigger form), so the chain's ``approve`` task waits for a reviewer in both runs:
 one is approved and one rejected in Airflow's Required Actions UI; the Models view shows the alias move
 with its approver, the champion's chain with its links, and the rejection with its comment.
 
@@ -36,9 +37,9 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DAG_ID = "mlops_approval"
+DAG_ID = "mlops_training"
 MODEL = "churn-approval"
-DAGS = REPO / "tests" / "browser_dags"
+DAGS = REPO / "dags"
 DOCS_IMG = REPO / "docs" / "img"
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL = "apt-get install -y chromium"
@@ -49,6 +50,8 @@ WAIT_SECONDS = 900.0
 SETTLE_SECONDS = 20.0
 #: Two runs with different estimators: two candidates, both passing evaluation, both awaiting a reviewer.
 RUNS = {"approved_run": {"max_iter": 50}, "rejected_run": {"max_iter": 20}}
+#: The form's values both runs share: the approval policy, and gates both candidates pass in either order.
+CONF = {"registered_model": MODEL, "promotion_policy": "approval", "gate_threshold": 0.6, "min_improvement": -1.0}
 
 
 # ---------------------------------------------------------------------------------------------- browser
@@ -112,7 +115,7 @@ def shoot(page: Any, folder: Path, name: str, *, settle: bool = True) -> None:
 
 @dataclass
 class Stack:
-    """Airflow with the approval DAG, wired to the MLflow and S3 test servers, with two runs triggered."""
+    """Airflow with the project's DAGs, wired to the MLflow and S3 test servers, with two runs triggered."""
 
     airflow: AirflowServer
     mlflow: MlflowServer
@@ -141,7 +144,7 @@ def stack(
             time.sleep(1)
         api.patch(f"/dags/{DAG_ID}", {"is_paused": False})
         for run_id, params in RUNS.items():
-            body = {"dag_run_id": run_id, "logical_date": None, "conf": {"estimator_params": params}}
+            body = {"dag_run_id": run_id, "logical_date": None, "conf": {**CONF, "estimator_params": params}}
             api.post(f"/dags/{DAG_ID}/dagRuns", body)
         yield Stack(airflow, mlflow_server, api)
 
@@ -151,6 +154,18 @@ def states(stack: Stack, run_id: str) -> dict[str, str | None]:
     return {ti["task_id"]: ti["state"] for ti in found}
 
 
+def task_log(stack: Stack, run_id: str, task: str) -> str:
+    """Every try's log of one task, as the UI shows it (for a failure's message)."""
+    api = stack.airflow.api()
+    tries = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task}")["try_number"]
+    lines = []
+    for number in range(1, tries + 1):
+        path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task}/logs/{number}"
+        content = api.get(path, params={"full_content": "true"}, headers={"Accept": "application/json"})
+        lines += [f"[{task} try {number}] {entry.get('event', entry)}" for entry in content["content"]]
+    return "\n".join(lines)
+
+
 def wait_for(stack: Stack, run_id: str, task: str, wanted: tuple[str, ...]) -> dict[str, str | None]:
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
@@ -158,7 +173,9 @@ def wait_for(stack: Stack, run_id: str, task: str, wanted: tuple[str, ...]) -> d
         if found.get(task) in wanted:
             return found
         failed = [t for t, s in found.items() if s in ("failed", "upstream_failed")]
-        assert not failed, f"{run_id}: {failed} failed: {found}\n{stack.airflow.logs()}"
+        if failed:
+            logs = "\n".join(task_log(stack, run_id, t) for t, s in found.items() if s == "failed")
+            pytest.fail(f"{run_id}: {failed} failed: {found}\n{logs}\n{stack.airflow.logs()}", pytrace=False)
         assert time.monotonic() < deadline, f"{run_id}: {task} not {wanted} after {WAIT_SECONDS:.0f}s: {found}"
         time.sleep(2)
 
@@ -256,7 +273,7 @@ def test_the_models_view_shows_the_champion_its_chain_and_links(page: Any, stack
     shoot(mlflow, shots, "mlflow-run", settle=False)
     mlflow.close()
     train.get_by_role("link", name="task try 1").click()
-    page.wait_for_url("**/dags/mlops_approval/runs/approved_run/tasks/train**", timeout=60_000)
+    page.wait_for_url("**/dags/mlops_training/runs/approved_run/tasks/train**", timeout=60_000)
     shoot(page, shots, "task-try")
 
 

@@ -96,11 +96,14 @@ def test_the_three_pipelines_are_defined(bag: Any) -> None:
 
 def test_training_and_retraining_share_one_chain(bag: Any) -> None:
     chain = {("ingest", "validate"), ("validate", "train"), ("train", "evaluate"), ("evaluate", "promote")}
+    chain |= {("evaluate", "approve"), ("approve", "promote")}  # the approval, waiting only under its policy
     training, retraining = bag.get_dag("mlops_training"), bag.get_dag("mlops_retraining")
     assert chain <= _edges(training) and chain <= _edges(retraining)
     assert ("gate", "ingest") in _edges(retraining)
     for dag in (training, retraining):
         assert dag.task_dict["promote"].task_group.group_id == "training"
+        assert dag.task_dict["approve"].policy == "{{ params.promotion_policy }}"
+        assert "approval" in dag.params.get_param("promotion_policy").schema["enum"]
         assert [str(g) for g in dag.task_dict["evaluate"].gates] == [
             "{{ params.gate_metric }} {{ '<=' if params.gate_metric in ['log_loss', 'mae', 'rmse'] else '>=' }}"
             " {{ params.gate_threshold }}"

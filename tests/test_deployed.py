@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAG_ID = "mlops_training"
-TASKS = ("ingest", "validate", "train", "evaluate", "promote")
+TASKS = ("ingest", "validate", "train", "evaluate", "approve", "promote")
 MODEL = "churn-deployed"
 RACE_MODEL = "churn-race"
 RUN_TIMEOUT_SECONDS = 600.0

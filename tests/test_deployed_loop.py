@@ -38,7 +38,7 @@ MODEL = "churn-classifier"
 DAGS = ("mlops_training", "mlops_scoring", "mlops_retraining")
 COOLDOWN = "mlops_retraining_cooldown_hours"
 TIMEOUT = 900.0
-CHAIN = ("ingest", "validate", "train", "evaluate", "promote")
+CHAIN = ("ingest", "validate", "train", "evaluate", "approve", "promote")
 
 
 @dataclass

@@ -355,7 +355,7 @@ def test_pipeline_on_kubernetes_records_the_same_lineage_as_local(
     elapsed = time.perf_counter() - started
 
     assert run["state"] == "success", (states, output[-6000:])
-    assert states == dict.fromkeys(("ingest", "validate", "train", "evaluate", "promote"), "success")
+    assert states == dict.fromkeys(("ingest", "validate", "train", "evaluate", "approve", "promote"), "success")
     print(f"mlops_training on kubernetes (kmock) took {elapsed:.1f}s")
 
     # One pod per step, labelled by run, task and try, each deleted when it ended; no sidecar.
@@ -409,7 +409,9 @@ def test_a_failing_pod_fails_its_task_with_the_pods_error_and_is_cleaned_up(
 
     assert run["state"] == "failed"
     assert states["ingest"] == "failed"
-    assert all(states[t] in ("upstream_failed", None, "None") for t in ("validate", "train", "evaluate", "promote"))
+    assert all(
+        states[t] in ("upstream_failed", None, "None") for t in ("validate", "train", "evaluate", "approve", "promote")
+    )
     # The pod's own one-line error is in the task log, and became the task's failure message.
     assert f"mlops-ops: error: DataError: source '{missing}' not found" in output
     assert f"step ingest failed: DataError: source '{missing}' not found" in output

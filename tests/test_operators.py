@@ -125,6 +125,7 @@ def test_templates_render_from_params_and_xcom(dag: Any, recorder: Callable[...,
     assert str(run.state) == "success", states(run)
     calls = runner.by_step()
     assert list(calls) == ["ingest", "validate", "train", "evaluate", "promote"]
+    assert states(run)["approve"] == "success"  # no reviewer under the challenger policy
 
     assert calls["ingest"].spec["source"] == "s3://bucket/data.parquet"
     assert calls["ingest"].spec["target"] == "churned"

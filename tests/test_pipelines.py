@@ -95,3 +95,16 @@ def test_the_chain_with_approval_waits_for_a_human_between_evaluate_and_promote(
     with DAG("plain_chain", schedule=None) as plain:
         assert training_chain(data_uri="d.csv", target="y", registered_model="m", suite="s.json").approve is None
     assert "approve" not in plain.task_ids
+
+
+@pytest.mark.parametrize(
+    ("policy", "alias"), [("champion", "champion"), ("challenger", "challenger"), ("approval", "champion")]
+)
+def test_the_alias_a_promotion_policy_moves(policy: str, alias: str) -> None:
+    from jinja2 import Environment
+
+    from mlops_ops.pipelines import policy_alias
+
+    templated = policy_alias("{{ params.promotion_policy }}")
+    assert Environment().from_string(templated).render(params={"promotion_policy": policy}) == alias
+    assert Environment().from_string(policy_alias(policy)).render() == alias

@@ -74,6 +74,11 @@ def build_conf(batch: str, extra: str, dags_folder: Path) -> tuple[dict[str, Any
     check_conf(conf, fields, DAG_ID)
     from mlops_ops.demo.embedded import local_path
 
+    if conf.get("promotion_policy") == "approval":
+        raise SpecError(
+            "--conf promotion_policy 'approval' waits for a reviewer in Airflow's UI, which the demo runs without: "
+            "trigger mlops_training from `make airflow-ui` for it, or use 'champion' or 'challenger' here"
+        )
     path = local_path(conf["data_uri"])
     if path is not None and not path.is_file():
         raise SpecError(

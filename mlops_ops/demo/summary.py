@@ -13,7 +13,7 @@ from typing import Any
 from mlops_ops.demo.runstate import RunState, TaskState
 
 #: Steps of the training chain, in order; other tasks of a DAG follow in the order they started.
-STEPS = ("ingest", "validate", "train", "evaluate", "promote")
+STEPS = ("ingest", "validate", "train", "evaluate", "approve", "promote")
 #: Metrics shown, in this order, when a manifest has them.
 SHOWN_METRICS = ("roc_auc", "accuracy", "f1", "rmse", "mae", "r2")
 #: A champion that scores this much worse on the new batch than on the rows it was promoted on means drift.
@@ -66,6 +66,11 @@ def figure(task_id: str, result: dict[str, Any]) -> str:
     if task_id == "evaluate":
         verdict = "PASS" if result["passed"] else "REJECT: " + "; ".join(result["reasons"])
         return f"candidate {metrics_text(result['candidate_metrics'])}: {verdict}"
+    if task_id == "approve":
+        if not result.get("required"):
+            return "no reviewer needed under this promotion policy"
+        decision = "approved" if result.get("approved") else "rejected"
+        return f"{decision} by {result.get('by') or '?'}" + (f": {result['comment']}" if result.get("comment") else "")
     if task_id == "promote":
         return promote_text(result)
     return ""

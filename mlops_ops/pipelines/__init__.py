@@ -6,7 +6,7 @@ Everything here is parse-time code: it imports Airflow's SDK and our operators, 
 from __future__ import annotations
 
 from mlops_ops.pipelines.assets import inbox_asset, inbox_dir, retrain_request, retrain_requests
-from mlops_ops.pipelines.chain import TrainingChain, gate_expression, training_chain
+from mlops_ops.pipelines.chain import TrainingChain, gate_expression, policy_alias, training_chain
 from mlops_ops.pipelines.forms import ESTIMATORS, monitoring_params, runner_param, training_params
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "inbox_asset",
     "inbox_dir",
     "monitoring_params",
+    "policy_alias",
     "retrain_request",
     "retrain_requests",
     "runner_param",

@@ -12,7 +12,7 @@ from typing import Any
 from airflow.sdk import TaskGroup
 
 from mlops_ops.operators import EvaluateOperator, IngestOperator, PromoteOperator, TrainOperator, ValidateOperator
-from mlops_ops.operators.approval import ApprovedPromoteOperator, PromotionApprovalOperator
+from mlops_ops.operators.approval import APPROVAL_POLICY, ApprovedPromoteOperator, PromotionApprovalOperator
 from mlops_ops.specs import METRICS
 
 #: Metrics where a lower value is better, derived from the one table of metric directions.
@@ -33,13 +33,27 @@ class TrainingChain:
     approve: PromotionApprovalOperator | None = None
 
 
+def _expression(value: str) -> str:
+    """A Jinja expression for ``value``: the inside of ``{{ ... }}``, else the literal quoted."""
+    return value.removeprefix("{{").removesuffix("}}").strip() if value.startswith("{{") else repr(value)
+
+
+def policy_alias(policy: str) -> str:
+    """The alias a (templated) promotion policy moves: the policy's own name, ``champion`` under ``approval``.
+
+    :param policy: The policy, e.g. ``"{{ params.promotion_policy }}"``.
+    """
+    bare = _expression(policy)
+    return f"{{{{ 'champion' if {bare} == {APPROVAL_POLICY!r} else {bare} }}}}"
+
+
 def gate_expression(metric: str, threshold: str) -> str:
     """A Jinja gate such as ``roc_auc >= 0.75`` whose comparison follows the metric's direction in ``METRICS``.
 
     :param metric: The metric (templated), e.g. ``"{{ params.gate_metric }}"``.
     :param threshold: The threshold (templated), e.g. ``"{{ params.gate_threshold }}"``.
     """
-    bare = metric.removeprefix("{{").removesuffix("}}").strip() if metric.startswith("{{") else repr(metric)
+    bare = _expression(metric)
     return f"{metric} {{{{ '<=' if {bare} in {list(LOWER_IS_BETTER)!r} else '>=' }}}} {threshold}"
 
 
@@ -59,7 +73,7 @@ def training_chain(
     runner: str = "local",
     group_id: str = "training",
     prefix_group_id: bool = False,
-    approval: bool = False,
+    approval: bool | str = False,
 ) -> TrainingChain:
     """Add the five training tasks, chained, in one task group of the DAG being defined.
 
@@ -79,6 +93,8 @@ def training_chain(
     :param prefix_group_id: Prefix task ids with the group id (False keeps ``ingest``, ``train``...).
     :param approval: Put a human approval (``approve``, Airflow's Required Actions) between a passing
         evaluation and promote: approve moves ``alias`` with the approver recorded, reject skips promote.
+        ``True`` always asks; a (templated) promotion policy asks only when it renders to ``approval``
+        (the ``promotion_policy`` form field); ``False`` adds no approval task.
     """
     common: dict[str, Any] = {"runner": runner}
     with TaskGroup(
@@ -112,7 +128,10 @@ def training_chain(
             )
             return TrainingChain(group, ingest, validate, train, evaluate, promote)
         approve = PromotionApprovalOperator(
-            task_id="approve", evaluation=evaluate.output, registered_model=registered_model, policy="approval"
+            task_id="approve",
+            evaluation=evaluate.output,
+            registered_model=registered_model,
+            policy=APPROVAL_POLICY if approval is True else str(approval),
         )
         promote = ApprovedPromoteOperator(
             task_id="promote",

@@ -87,9 +87,10 @@ def training_params(*, data_uri: str | None = None, registered_model: str = "chu
         "registered_model": model_param(registered_model),
         "promotion_policy": Param(
             "champion",
-            enum=["champion", "challenger"],
+            enum=["champion", "challenger", "approval"],
             title="Promotion policy",
-            description="Move 'champion' directly, or 'challenger' for a later approval.",
+            description="Move 'champion' directly, 'challenger' for a later decision, or 'approval': a reviewer "
+            "approves moving 'champion' in Browse > Required Actions (rejected after 3 days without an answer).",
         ),
         "runner": runner_param(),
     }
