@@ -43,7 +43,7 @@ def test_help_lists_every_field_of_the_trigger_form(home: Path) -> None:
         'target            a string; default "churned"',
         'task              one of "classification", "regression"; default "classification"',
         "gate_threshold    a number; default 0.75",
-        'promotion_policy  one of "champion", "challenger"; default "champion"',
+        'promotion_policy  one of "champion", "challenger", "approval"; default "champion"',
     ):
         assert line in done.stdout
 
@@ -63,6 +63,10 @@ def test_help_lists_every_field_of_the_trigger_form(home: Path) -> None:
             """--conf key 'task' (Task type) must be one of "classification", "regression", not "clasification\"""",
         ),
         ('{"estimator_params": [1]}', "--conf key 'estimator_params' (Estimator parameters) must be a JSON object"),
+        (
+            '{"promotion_policy": "approval"}',
+            "--conf promotion_policy 'approval' waits for a reviewer in Airflow's UI, which the demo runs without",
+        ),
     ],
 )
 def test_a_bad_conf_is_one_line_and_exit_2_before_airflow_starts(home: Path, conf: str, message: str) -> None:
@@ -105,6 +109,36 @@ def test_your_own_file_anywhere_joins_the_data_roots_unless_you_set_them(tmp_pat
     assert with_data_roots({}, [DATA_DIR / "churn.csv"]) == {}  # under a default root already: nothing added
     monkeypatch.setenv("MLOPS_DATA_ROOTS", "/srv/data")
     assert "MLOPS_DATA_ROOTS" not in with_data_roots({}, [own])  # the deployment's setting is not widened
+
+
+@pytest.mark.slow
+def test_a_new_home_starts_from_a_migrated_template_instead_of_migrating(tmp_path: Path, monkeypatch: Any) -> None:
+    from mlops_ops.demo.embedded import airflow, airflow_env, migrate, template_path
+
+    monkeypatch.setenv("MLOPS_AIRFLOW_TEMPLATE_DIR", str(tmp_path / "templates"))
+    monkeypatch.delenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")  # each home's own SQLite, as in the demo
+    envs = []
+    for name in ("first", "second"):
+        monkeypatch.setenv("MLOPS_HOME", str(tmp_path / name))
+        envs.append(airflow_env(REPO / "dags"))
+    first, second = envs
+    said: list[str] = []
+    migrate(first, tmp_path / "first.log", echo=said.append)  # a real `airflow db migrate`
+    template = template_path(first)
+    assert template is not None and template.is_file() and said  # the migrated, empty database kept
+    assert template_path(second) == template  # same Airflow, same DAGs folder: same template
+    migrate(second, tmp_path / "second.log", echo=said.append)
+    assert len(said) == 1 and not (tmp_path / "second.log").exists()  # copied, not migrated
+    checked = airflow(second, "db", "check-migrations", "-t", "0")
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    # A home whose database already holds something never becomes a template.
+    template.unlink()
+    third = airflow_env(REPO / "dags") | {"AIRFLOW_HOME": str(tmp_path / "third")}
+    (tmp_path / "third").mkdir()
+    third["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{tmp_path / 'third' / 'airflow.db'}"
+    (tmp_path / "third" / "airflow.db").write_bytes((Path(second["AIRFLOW_HOME"]) / "airflow.db").read_bytes())
+    migrate(third, tmp_path / "third.log", echo=said.append)
+    assert not template.exists()
 
 
 # ------------------------------------------------------------------- the summary, from recorded state
