@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import mlops_ops.store as store_module
+import mlops_ops.store.s3 as store_s3
 from mlops_ops.errors import DataError, SpecError, StoreError
 from mlops_ops.settings import DATA_ROOTS_ENV, default_data_roots
-from mlops_ops.store import S3Settings, Store, local_failure, readable_path, s3_failure, sha256_file
+from mlops_ops.store import S3Settings, Store, local_failure, local_path, readable_path, s3_failure, sha256_file
 from tests.servers.s3 import S3Server
 
 MIB = 1 << 20
@@ -272,7 +272,7 @@ def test_a_local_artifact_gets_the_mode_of_a_normal_new_file(tmp_path: Path) -> 
     reference = tmp_path / "reference"
     reference.write_bytes(b"")  # created by open(): 0o666 less the umask, like any new file
 
-    path = store_module.local_path(store.put_bytes("a.bin", b"x"))
+    path = local_path(store.put_bytes("a.bin", b"x"))
 
     assert path is not None
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode)
@@ -309,7 +309,7 @@ def test_open_local_downloads_to_a_temporary_file_that_is_removed(s3_store: Stor
 def test_a_file_above_the_threshold_goes_up_in_parts(
     s3_server: S3Server, s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "MULTIPART_THRESHOLD", 5 * MIB)
+    monkeypatch.setattr(store_s3, "MULTIPART_THRESHOLD", 5 * MIB)
     store = Store(f"s3://{s3_server.bucket}/{uuid.uuid4().hex}")  # a new store builds its transfer config anew
     assert store._transfer_config.multipart_threshold == 5 * MIB
     big = _write(tmp_path / "big.bin", os.urandom(12 * MIB))
