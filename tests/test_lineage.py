@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,6 +15,9 @@ from mlops_ops.context import RunContext
 from mlops_ops.errors import PromotionRejected, TrackingError, TrackingUnavailable
 from mlops_ops.lineage import tags
 from tests.conftest import isolated_home
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @pytest.fixture
@@ -59,6 +64,47 @@ def test_the_parent_run_ends_with_the_state_of_the_step_that_ended_last(home: Pa
         ("promote", "FINISHED"),
         ("train", "FINISHED"),  # the retry reopened the failed try's run and finished it
     ]
+
+
+def _recorded_schema(frame: pd.DataFrame) -> str | None:
+    """The schema (JSON) that ``log_dataset`` records for ``frame``."""
+    ctx = RunContext(pipeline="schema", run_id=f"r{len(frame)}", step="ingest")
+    with lineage.step_run(ctx) as run:
+        run.log_dataset(frame, name="churn", uri="file:///churn.csv", digest="0" * 64, context="ingest")
+    (recorded,) = lineage.client().get_run(run.run_id).inputs.dataset_inputs
+    return recorded.dataset.schema
+
+
+@pytest.mark.parametrize(("rows", "missing_at"), [(4, 1), (1500, 1400)], ids=["small", "missing-after-the-sample"])
+def test_the_recorded_dataset_schema_types_each_column_and_marks_missing_values(
+    home: Path, rows: int, missing_at: int
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "age": np.arange(rows, dtype="int64"),
+            "income": np.linspace(1.0, 2.0, rows),
+            "plan": [f"p{i % 3}" for i in range(rows)],
+            "visits": pd.array(range(rows), dtype="Int64"),
+        }
+    )
+    frame.loc[missing_at, ["income", "plan", "visits"]] = [np.nan, None, pd.NA]
+    assert json.loads(_recorded_schema(frame) or "null") == {
+        "mlflow_colspec": [
+            {"type": "long", "name": "age", "required": True},
+            {"type": "double", "name": "income", "required": False},
+            {"type": "string", "name": "plan", "required": False},
+            {"type": "long", "name": "visits", "required": False},
+        ]
+    }
+
+
+def test_a_frame_mlflow_cannot_type_is_recorded_without_a_schema(home: Path) -> None:
+    import pandas as pd
+
+    assert _recorded_schema(pd.DataFrame({"z": [1 + 2j, 3j]})) is None
 
 
 def test_one_client_per_process_and_no_tracking_uri_left_in_the_environment(home: Path) -> None:

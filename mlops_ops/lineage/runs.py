@@ -214,7 +214,7 @@ def _training(run_id: str, tags: dict[str, str], metrics: dict[str, float]) -> d
 
 def _schema_of_sample(df: pd.DataFrame, rows: int = 1000) -> Any:
     """The MLflow schema of ``df``, inferred from its first rows plus the first missing value per column."""
-    from mlflow.types.utils import _infer_schema
+    from mlflow.models import infer_signature
 
     sample = df
     if len(df) > rows:
@@ -224,10 +224,12 @@ def _schema_of_sample(df: pd.DataFrame, rows: int = 1000) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the hint about integer columns and missing values
-            return _infer_schema(sample)
+            schema = infer_signature(sample).inputs
     except Exception as exc:
         log.debug("no MLflow schema for the dataset: %s", exc)
         return None
+    # A frame MLflow cannot type comes back as one unnamed column of any type: record no schema instead.
+    return schema if schema.has_input_names() else None
 
 
 def _identity(ctx: RunContext) -> dict[str, str]:
