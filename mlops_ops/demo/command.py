@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,6 @@ def starting_suite(conf: dict[str, Any], defaults: dict[str, Any], env: dict[str
     written under ``$MLOPS_HOME/suites/`` and its path printed, to review and pass as ``suite`` later.
     """
     import hashlib
-    import subprocess
 
     from mlops_ops.demo.embedded import local_path, venv_bin
     from mlops_ops.errors import DataError
@@ -230,7 +230,7 @@ def next_steps(model: str, alias: str) -> list[str]:
 
 def run_demo(batch: str, extra: str, dags_folder: Path) -> int:
     """Run the DAG, print progress and the summary; the exit code is 0 when the run succeeded."""
-    from mlops_ops.demo.embedded import airflow, airflow_env, migrate, with_data_roots
+    from mlops_ops.demo.embedded import airflow_env, migrate, with_data_roots
     from mlops_ops.demo.run import outcome, run_dag, warm_mlflow
     from mlops_ops.demo.summary import summary
     from mlops_ops.settings import mlops_home
@@ -249,19 +249,43 @@ def run_demo(batch: str, extra: str, dags_folder: Path) -> int:
     migrate(env, log, echo=click.echo)
     click.echo(f"Running {DAG_ID} on {conf['data_uri']} in Airflow (about 15 s before the first step) …")
     warm_mlflow()
-    run, tasks, output = run_dag(env, DAG_ID, conf, log, click.echo)
-    click.echo("")
-    click.echo("\n".join(summary(outcome(env, run, tasks, output, conf, defaults))))
-    from mlops_ops.demo.runstate import MetadataDB
-
-    # The demo's DAGs are left unpaused, so Trigger in the UI runs them (they start no run of their own
-    # when they appear); any other DAG in the folder keeps Airflow's default, paused.
-    paused = MetadataDB(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).paused(list(_DEMO_DAGS))
-    if paused:
-        airflow(env, "dags", "unpause", "--treat-dag-id-as-regex", "-y", f"^({'|'.join(paused)})$", log=log)
+    with Unpausing(env, log) as unpausing:
+        run, tasks, output = run_dag(env, DAG_ID, conf, log, click.echo, on_start=unpausing.start)
+        click.echo("")
+        click.echo("\n".join(summary(outcome(env, run, tasks, output, conf, defaults))))
     settings = defaults | conf
     click.echo("\n".join(next_steps(str(settings["registered_model"]), str(settings["promotion_policy"]))))
     return 0 if run.state == "success" else 1
+
+
+class Unpausing:
+    """Unpause the demo's DAGs while the run goes on, so Trigger in the UI runs them afterwards.
+
+    They start no run of their own when they appear; any other DAG in the folder keeps Airflow's default,
+    paused. ``airflow dags unpause`` starts once the run is recorded (the DAGs are in the database then)
+    and is waited for on leaving the block, so its start-up overlaps the run instead of following it.
+    """
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from mlops_ops.demo.embedded import airflow_command
+        from mlops_ops.demo.runstate import MetadataDB
+
+        paused = MetadataDB(self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).paused(list(_DEMO_DAGS))
+        if paused:
+            argv = airflow_command("dags", "unpause", "--treat-dag-id-as-regex", "-y", f"^({'|'.join(paused)})$")
+            with self.log.open("a") as out:
+                self.process = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> Unpausing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.wait()
 
 
 def prestart_steps(env: dict[str, str], conf: dict[str, Any], defaults: dict[str, Any]) -> None:

@@ -41,10 +41,16 @@ def warm_mlflow() -> threading.Thread:
 
 
 def run_dag(
-    env: dict[str, str], dag_id: str, conf: dict[str, Any], log: Path, echo: Callable[[str], None]
+    env: dict[str, str],
+    dag_id: str,
+    conf: dict[str, Any],
+    log: Path,
+    echo: Callable[[str], None],
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[RunState, dict[str, TaskState], str]:
     """``airflow dags test DAG -c CONF``, echoing a line per step as it starts and ends.
 
+    :param on_start: called once when the run is recorded (the folder's DAGs are in the database by then).
     :returns: the recorded run, its task instances, and the run's part of the output (for error lines).
     """
     db = MetadataDB(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
@@ -55,7 +61,7 @@ def run_dag(
             airflow_command("dags", "test", dag_id, "-c", json.dumps(conf)),
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        run = _follow(db, dag_id, before, process, log, offset, echo)
+        run = _follow(db, dag_id, before, process, log, offset, echo, on_start)
     with log.open("rb") as text:
         text.seek(offset)
         output = text.read().decode("utf-8", "replace")
@@ -73,13 +79,17 @@ def _follow(
     log: Path,
     offset: int,
     echo: Callable[[str], None],
+    on_start: Callable[[], None] | None = None,
 ) -> RunState | None:
     """Poll the database until the command ends, echoing each change of a task's state."""
     run: RunState | None = None
     shown: dict[str, tuple[str | None, int]] = {}
     while True:
         ended = process.poll() is not None
-        run = run or db.run_after(dag_id, before)
+        if run is None:
+            run = db.run_after(dag_id, before)
+            if run is not None and on_start is not None:
+                on_start()
         if run is not None:
             for task in db.tasks(dag_id, run.run_id).values():
                 if shown.get(task.task_id) != (task.state, task.try_number) and task.state is not None:
