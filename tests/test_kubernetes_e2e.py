@@ -161,8 +161,8 @@ def test_step_runs_in_a_pod_and_its_manifest_comes_back_through_the_store(cluste
 
 
 def test_retry_reattaches_to_the_running_pod_of_its_earlier_try(cluster: KubeCluster, tmp_path: Path) -> None:
-    from mlops_ops.runners.kubernetes import pod_operator
     from mlops_ops.runners.pod import resolve_settings
+    from mlops_ops.runners.step_pod import pod_operator
 
     hold = tmp_path / "release"
     settings = resolve_settings("ingest", {"env": hold_env(hold)})
@@ -190,8 +190,8 @@ def test_retry_reattaches_to_the_running_pod_of_its_earlier_try(cluster: KubeClu
 
 
 def test_retry_deletes_the_failed_pod_of_its_earlier_try_before_starting_its_own(cluster: KubeCluster) -> None:
-    from mlops_ops.runners.kubernetes import pod_operator
     from mlops_ops.runners.pod import resolve_settings
+    from mlops_ops.runners.step_pod import pod_operator
 
     cluster.fail["1"] = failing(1, "mlops-ops: error: StoreError: S3 was unreachable")  # type: ignore[attr-defined]
     first, first_context = invocation(1)

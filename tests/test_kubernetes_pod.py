@@ -23,14 +23,9 @@ from packaging.version import Version
 
 from mlops_ops.errors import SpecError
 from mlops_ops.runners.base import StepInvocation
-from mlops_ops.runners.kubernetes import (
-    PIPELINE_LABEL,
-    RESULT_ANNOTATION,
-    STEP_LABEL,
-    pod_operator,
-    step_failure,
-)
+from mlops_ops.runners.kubernetes import step_failure
 from mlops_ops.runners.pod import STEP_UID, LogBudget, PodSettings, resolve_settings
+from mlops_ops.runners.step_pod import PIPELINE_LABEL, RESULT_ANNOTATION, STEP_LABEL, pod_operator
 from tests.conftest import REPO
 from tests.conftest import STEP_IMAGE as IMAGE
 
@@ -364,9 +359,9 @@ def test_image_is_a_setting_never_a_constant(dag: Any, monkeypatch: pytest.Monke
     monkeypatch.delenv("MLOPS_STEP_IMAGE")
     with pytest.raises(SpecError, match="MLOPS_STEP_IMAGE"):
         build_pod(invocation, context)
-    source = (REPO / "mlops_ops" / "runners" / "kubernetes.py").read_text() + (
-        REPO / "mlops_ops" / "runners" / "pod.py"
-    ).read_text()
+    source = "".join(
+        (REPO / "mlops_ops" / "runners" / name).read_text() for name in ("kubernetes.py", "step_pod.py", "pod.py")
+    )
     assert not re.search(
         r"""["'][\w./-]+:[\w.-]+["']""",
         re.sub(r'"""[\s\S]*?"""|#.*', "", source).replace('"Always", "IfNotPresent", "Never"', ""),
@@ -486,7 +481,8 @@ def test_rbac_manifest_is_valid_and_minimal() -> None:
 
 def test_runner_modules_import_nothing_heavy() -> None:
     code = (
-        "import sys; import mlops_ops.runners.kubernetes, mlops_ops.runners.pod, mlops_ops.runners; "
+        "import sys; import mlops_ops.runners.kubernetes, mlops_ops.runners.step_pod, mlops_ops.runners.pod, "
+        "mlops_ops.runners; "
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'kubernetes_asyncio') "
         "or m.startswith('airflow.providers.cncf')]; print(heavy)"
     )

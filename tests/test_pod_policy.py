@@ -19,9 +19,10 @@ import yaml
 from mlops_ops.context import RunContext
 from mlops_ops.errors import SpecError
 from mlops_ops.runners.base import StepFailed, StepInvocation
-from mlops_ops.runners.kubernetes import KubernetesRunner, pod_operator
+from mlops_ops.runners.kubernetes import KubernetesRunner
 from mlops_ops.runners.pod import resolve_settings
 from mlops_ops.runners.pod_policy import BASELINE, RESTRICTED, enforce
+from mlops_ops.runners.step_pod import pod_operator
 from tests.test_kubernetes_pod import FakeTI, restricted_violations, validate
 
 pytestmark = pytest.mark.usefixtures("loopback_kubeconfig")  # pods render offline

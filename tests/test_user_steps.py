@@ -130,8 +130,8 @@ def test_a_pod_for_it_runs_the_same_command(user_package: Path, loopback_kubecon
     from airflow.sdk import DAG
     from kubernetes.client import ApiClient
 
-    from mlops_ops.runners.kubernetes import pod_operator
     from mlops_ops.runners.pod import resolve_settings
+    from mlops_ops.runners.step_pod import pod_operator
     from tests.test_kubernetes_pod import FakeTI, restricted_violations
 
     invocation = StepInvocation(

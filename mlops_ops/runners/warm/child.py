@@ -1,0 +1,51 @@
+"""A child forked by the warm parent becomes the step: the task's streams, environment, folder and fresh code."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import sys
+import tempfile
+
+from mlops_ops.runners.warm.config import log
+from mlops_ops.runners.warm.protocol import Request
+
+
+def become_step(request: Request) -> None:
+    """In the forked child: take on the task's streams, environment and folder, as a fresh process would."""
+    os.setpgid(0, 0)  # its own process group, so a kill reaches what the step starts too
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(request.fds[0], 1)
+    os.dup2(request.fds[1], 2)
+    for fd in (devnull, *request.fds):
+        os.close(fd)
+    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # type: ignore[misc]  # noqa: SIM115
+    sys.stdout = sys.__stdout__ = _stream(1, "strict")  # type: ignore[misc]
+    sys.stderr = sys.__stderr__ = _stream(2, "backslashreplace")  # type: ignore[misc]
+    os.environ.clear()
+    os.environ.update(request.env)
+    os.chdir(request.cwd)
+    if request.umask is not None:  # files the step creates get the task's permissions
+        os.umask(request.umask)
+    tempfile.tempdir = None  # computed again from this step's TMPDIR
+    sys.argv = list(request.argv)
+    for name in [m for m in sys.modules if m == "mlops_ops" or m.startswith("mlops_ops.")]:
+        del sys.modules[name]  # the step imports mlops_ops (this package too) from disk, as a fresh interpreter does
+    if "numpy" in sys.modules:  # a fresh interpreter seeds numpy's global generator from the OS
+        sys.modules["numpy"].random.seed()
+    for handler in log.handlers[:]:  # the parent's own log is not the step's
+        log.removeHandler(handler)
+    log.setLevel(logging.NOTSET)
+    log.propagate = True
+
+
+def _stream(fd: int, errors: str) -> io.TextIOWrapper:
+    """A text stream on ``fd`` as ``PYTHONUNBUFFERED=1`` gives a fresh interpreter."""
+    raw = open(fd, "wb", buffering=0, closefd=False)  # noqa: SIM115
+    return io.TextIOWrapper(raw, encoding="utf-8", errors=errors, line_buffering=False, write_through=True)

@@ -1,0 +1,181 @@
+"""The task process's side of the warm executor: start a warm parent if none runs, and ask it for a step."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from mlops_ops.runners.warm.config import (
+    DIR_ENV,
+    IDLE_ENV,
+    START_ENV,
+    WarmUnavailable,
+    enabled,
+    import_time_env,
+    parent_key,
+    preload_modules,
+    runtime_dir,
+)
+from mlops_ops.runners.warm.protocol import TIMEOUT, Request, read_message, send_request
+
+
+@dataclass
+class WarmProcess:
+    """A step process forked by the warm parent: read its output, wait for its exit code, or kill it."""
+
+    pid: int
+    parent_pid: int
+    stdout: IO[str]
+    stderr: IO[str]
+    _conn: socket.socket
+    _reply: bytes = b""
+    returncode: int | None = None
+
+    def wait(self) -> int:
+        """The child's exit code as ``subprocess`` gives it (negative: killed by that signal)."""
+        if self.returncode is None:
+            message = read_message(self._conn, self._reply, timeout=None)
+            self._conn.close()
+            if message is None or "exit" not in message:
+                raise WarmUnavailable(f"the warm parent {self.parent_pid} ended before step process {self.pid} did")
+            self.returncode = int(message["exit"])
+        return self.returncode
+
+    def kill(self) -> None:
+        """Ask the warm parent to kill the step's process group; it reaps it and reports the exit code."""
+        if self.returncode is None:
+            with contextlib.suppress(OSError):
+                self._conn.shutdown(socket.SHUT_WR)
+
+
+def spawn(argv: list[str], env: dict[str, str], cwd: str, *, timeout: float | None = None) -> WarmProcess:
+    """Fork ``argv`` (entrypoint first) from the warm parent, starting the parent if none runs.
+
+    Raises WarmUnavailable if no warm parent answers in time or it refuses the step; nothing has run then.
+    """
+    preload = preload_modules()
+    folder = runtime_dir()
+    key = parent_key(env, preload)
+    path = folder / f"warm-{key}.sock"
+    if len(os.fsencode(path)) >= 100:
+        raise WarmUnavailable(f"the socket path {path} is too long for a Unix socket; set {DIR_ENV}")
+    limit = float(os.environ.get(START_ENV, "120")) if timeout is None else timeout
+    conn = _connect(path)
+    if conn is None:
+        _launch(folder, key, env, preload, bin_dir=str(Path(argv[0]).parent))
+        started = time.monotonic()
+        while conn is None and time.monotonic() < started + limit:
+            time.sleep(0.2)
+            conn = _connect(path)
+            if conn is None and time.monotonic() > started + 10 and not _locked(folder / f"warm-{key}.lock"):
+                raise WarmUnavailable(f"the warm parent exited while starting; see {folder / f'warm-{key}.log'}")
+        if conn is None:
+            raise WarmUnavailable(f"no warm parent answered on {path} within {limit:.0f}s")
+    return _request(conn, argv, env, cwd)
+
+
+def prestart(env: dict[str, str], entrypoint: str) -> bool:
+    """Start the warm parent that steps run with ``env`` would use, without waiting for it (e.g. while
+    Airflow migrates its database); False if the warm executor is off or a parent already answers."""
+    if not enabled():
+        return False
+    preload = preload_modules()
+    folder = runtime_dir()
+    key = parent_key(env, preload)
+    conn = _connect(folder / f"warm-{key}.sock")
+    if conn is not None:
+        conn.close()
+        return False
+    _launch(folder, key, env, preload, bin_dir=str(Path(entrypoint).parent))
+    return True
+
+
+def _locked(lock: Path) -> bool:
+    """Whether a warm parent holds ``lock`` (it does from its start to its exit)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _umask() -> int | None:
+    """This process's umask, read without changing it (``os.umask`` would race with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return None
+
+
+def _connect(path: Path) -> socket.socket | None:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(path))
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
+def _request(conn: socket.socket, argv: list[str], env: dict[str, str], cwd: str) -> WarmProcess:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        send_request(conn, Request(argv=argv, env=env, cwd=cwd, fds=[out_w, err_w], umask=_umask()))
+        reply = read_message(conn, b"", timeout=TIMEOUT)
+    except OSError as exc:
+        reply = None
+        reason = str(exc)
+    else:
+        reason = "it closed the connection"
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    if reply is None or "pid" not in reply:
+        conn.close()
+        os.close(out_r)
+        os.close(err_r)
+        refused = (reply or {}).get("error")
+        raise WarmUnavailable(f"the warm parent did not start the step: {refused or reason}")
+    return WarmProcess(
+        pid=int(reply["pid"]),
+        parent_pid=int(reply["parent"]),
+        stdout=open(out_r, encoding="utf-8", errors="replace"),
+        stderr=open(err_r, encoding="utf-8", errors="replace"),
+        _conn=conn,
+        _reply=reply["_rest"],
+    )
+
+
+def _launch(folder: Path, key: str, env: dict[str, str], preload: tuple[str, ...], *, bin_dir: str) -> None:
+    """Start a warm parent in its own session; it detaches at once (a second one exits on the lock).
+
+    The parent runs as ``python -m mlops_ops.runners.warm`` (:func:`mlops_ops.runners.warm.parent.main`).
+    """
+    keep = {k: v for k, v in env.items() if k in {"PATH", "HOME", "TMPDIR", "USER", "LOGNAME"}}
+    parent_env = keep | import_time_env(env)
+    argv = [sys.executable, "-m", "mlops_ops.runners.warm", "--dir", str(folder), "--key", key, "--bin", bin_dir]
+    argv += ["--idle", os.environ.get(IDLE_ENV, "600"), "--preload", ",".join(preload)]
+    with open(os.open(folder / f"warm-{key}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as err:
+        subprocess.run(
+            argv, env=parent_env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            start_new_session=True, check=False, timeout=60,
+        )  # fmt: skip

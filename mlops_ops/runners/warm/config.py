@@ -1,0 +1,117 @@
+"""Warm executor settings: its switches, the socket folder, the preload list and which parent serves a task."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+#: ``0`` (or ``false``/``no``/``off``) turns the warm executor off: every step starts a cold process.
+ENABLED_ENV = "MLOPS_WARM_EXECUTOR"
+#: Seconds without a step after which the warm parent exits.
+IDLE_ENV = "MLOPS_WARM_IDLE_SECONDS"
+#: Folder of the warm parent's socket, lock and log.
+DIR_ENV = "MLOPS_WARM_DIR"
+#: How long a task waits for a starting warm parent before it runs its step cold.
+START_ENV = "MLOPS_WARM_START_SECONDS"
+#: Comma-separated modules the warm parent imports (default: :data:`PRELOAD`).
+PRELOAD_ENV = "MLOPS_WARM_PRELOAD"
+
+#: What the built-in steps import, measured with ``-X importtime`` (docs/performance.md).
+PRELOAD = (
+    "click",
+    "pydantic",
+    "pandas",
+    "pyarrow.parquet",
+    "pyarrow.csv",
+    "pyarrow.compute",
+    "sklearn.ensemble",
+    "sklearn.compose",
+    "sklearn.impute",
+    "sklearn.metrics",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "matplotlib.pyplot",
+    "mlflow",
+    "mlflow.sklearn",
+    "mlflow.models",
+    "mlflow.data.pandas_dataset",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "great_expectations",
+)
+#: Environment read while modules are imported (so fixed in a warm parent): parents differ by these.
+IMPORT_TIME_PREFIXES = (
+    "PYTHON", "LD_", "OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOTO", "BLIS_", "NUMEXPR_", "SKLEARN_",
+    "MPL", "ARROW_", "JE_", "MALLOC_", "GX_", "GE_", "SCIPY_", "NUMPY_", "TZ", "LANG", "LC_",
+)  # fmt: skip
+#: Set in every step's environment by the local runner; the child re-opens its streams to match.
+_EMULATED = {"PYTHONUNBUFFERED"}
+
+#: The warm parent's own log; a forked child detaches it again (:func:`~.child.become_step`).
+log = logging.getLogger("mlops_ops.runners.warm")
+
+
+class WarmUnavailable(Exception):
+    """The warm parent cannot run this step (off, not started in time, gone): run it cold instead."""
+
+
+def enabled(environ: dict[str, str] | os._Environ[str] | None = None) -> bool:
+    """Whether the deployment allows the warm executor (``$MLOPS_WARM_EXECUTOR``, on by default on Linux)."""
+    value = (environ if environ is not None else os.environ).get(ENABLED_ENV, "1").strip().lower()
+    supported = hasattr(os, "pidfd_open") and hasattr(socket, "AF_UNIX") and hasattr(socket, "SO_PEERCRED")
+    return supported and value not in {"0", "false", "no", "off", ""}
+
+
+def runtime_dir() -> Path:
+    """The folder of warm parents' sockets, created private (0700) and refused if anyone else can use it."""
+    configured = os.environ.get(DIR_ENV)
+    if configured:
+        folder = Path(configured)
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        folder = Path(os.environ["XDG_RUNTIME_DIR"]) / "mlops-ops"
+    else:
+        folder = Path(tempfile.gettempdir()) / f"mlops-ops-{os.getuid()}"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.lstat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077 or not folder.is_dir() or folder.is_symlink():
+        raise WarmUnavailable(f"{folder} must be a folder of this user with mode 0700")
+    return folder
+
+
+def import_time_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables of ``env`` that libraries read when imported (so a warm parent is fixed to them)."""
+    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME_PREFIXES) and k not in _EMULATED}
+
+
+def _code_stamp() -> list[str]:
+    """What identifies the parent's code: every module of this package and the installed packages' folder.
+
+    Every module here is, as the parent runs their code from memory. The rest of mlops_ops is not: the
+    parent preloads only other packages, and each child imports mlops_ops afresh (see
+    :func:`~.child.become_step`), so editing it never serves stale code.
+    """
+    package = Path(__file__).resolve().parent
+    site = Path(importlib.import_module("click").__file__ or ".").resolve().parent.parent
+    modules = [f"{path}:{path.stat().st_mtime_ns}" for path in sorted(package.glob("*.py"))]
+    return [*modules, f"site:{site}:{site.stat().st_mtime_ns}"]
+
+
+def parent_key(env: dict[str, str], preload: tuple[str, ...]) -> str:
+    """One warm parent per interpreter, installed code, import-time environment and preload list."""
+    parts = [sys.executable, sys.version, *_code_stamp(), json.dumps(import_time_env(env), sort_keys=True), *preload]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def preload_modules(environ: dict[str, str] | os._Environ[str] | None = None) -> tuple[str, ...]:
+    """The modules a warm parent imports: ``$MLOPS_WARM_PRELOAD`` (comma-separated), else :data:`PRELOAD`."""
+    configured = (environ if environ is not None else os.environ).get(PRELOAD_ENV)
+    if configured is None:
+        return PRELOAD
+    return tuple(m.strip() for m in configured.split(",") if m.strip())

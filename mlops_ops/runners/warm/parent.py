@@ -1,0 +1,215 @@
+"""The warm parent: preload the step libraries, then accept, fork, reap and kill from one thread until idle.
+
+Run as ``python -m mlops_ops.runners.warm`` (:func:`main`), which :func:`~.client.spawn` does on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlops_ops.runners.warm.child import become_step
+from mlops_ops.runners.warm.config import PRELOAD, log
+from mlops_ops.runners.warm.protocol import Request, receive_request, send_message
+
+
+@dataclass
+class _Job:
+    conn: socket.socket
+    pid: int = 0
+    pidfd: int = -1
+    killed: bool = False
+
+
+@dataclass
+class Parent:
+    """The warm parent's single-threaded loop: accept, fork, reap, kill on hang-up, exit when idle."""
+
+    socket_path: Path
+    idle_seconds: float
+    listener: socket.socket = field(init=False)
+    inode: int = field(init=False, default=0)
+    selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+    jobs: dict[int, _Job] = field(default_factory=dict)
+
+    def bind(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()  # a parent that died left it; we hold the lock
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.socket_path))
+        os.chmod(self.socket_path, 0o600)
+        self.inode = os.stat(self.socket_path).st_ino
+        self.listener.listen(64)
+        self.selector.register(self.listener, selectors.EVENT_READ, ("accept", None))
+
+    def loop(self) -> Request | None:
+        """Serve until idle; in a forked child, return its request instead."""
+        last = time.monotonic()
+        while True:
+            events = self.selector.select(timeout=5)
+            for key, _ in events:
+                kind, job = key.data
+                request = self._dispatch(kind, job)
+                if request is not None:
+                    return request
+            if self.jobs or events:
+                last = time.monotonic()
+            elif time.monotonic() - last > self.idle_seconds:
+                self.close()
+                return None
+
+    def _dispatch(self, kind: str, job: _Job | None) -> Request | None:
+        if kind == "accept":
+            return self._accept()
+        assert job is not None
+        if kind == "exited":
+            self._reap(job)
+        else:
+            self._hang_up(job)
+        return None
+
+    def _accept(self) -> Request | None:
+        conn, _ = self.listener.accept()
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", creds)
+        if uid != os.getuid():
+            conn.close()
+            return None
+        try:
+            request = receive_request(conn)
+        except (OSError, ValueError) as exc:
+            send_message(conn, {"error": f"bad request: {exc}"})
+            conn.close()
+            return None
+        if threading.active_count() != 1:  # never fork with a second Python thread alive
+            send_message(conn, {"error": "the warm parent has a thread; refusing to fork"})
+            conn.close()
+            return None
+        return self._fork(conn, request)
+
+    def _fork(self, conn: socket.socket, request: Request) -> Request | None:
+        pid = os.fork()
+        if pid == 0:
+            self._forget(conn)
+            return request
+        with contextlib.suppress(OSError):  # also done by the child: whichever runs first wins the race
+            os.setpgid(pid, pid)
+        for fd in request.fds:
+            os.close(fd)
+        job = _Job(conn=conn, pid=pid, pidfd=os.pidfd_open(pid))
+        self.jobs[pid] = job
+        self.selector.register(job.pidfd, selectors.EVENT_READ, ("exited", job))
+        self.selector.register(conn, selectors.EVENT_READ, ("hangup", job))
+        send_message(conn, {"pid": pid, "parent": os.getpid()})
+        return None
+
+    def _forget(self, conn: socket.socket) -> None:
+        """In the child: close the parent's sockets and process handles (their objects, so no finaliser
+        later closes a reused descriptor)."""
+        conn.close()
+        self.listener.close()
+        for job in self.jobs.values():
+            job.conn.close()
+            os.close(job.pidfd)
+        self.selector.close()
+        self.jobs.clear()
+
+    def _hang_up(self, job: _Job) -> None:
+        """The task process is gone or asked to stop: kill the step's process group."""
+        self.selector.unregister(job.conn)
+        job.killed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
+
+    def _reap(self, job: _Job) -> None:
+        _, status = os.waitpid(job.pid, 0)
+        self.selector.unregister(job.pidfd)
+        os.close(job.pidfd)
+        if not job.killed:
+            self.selector.unregister(job.conn)
+        send_message(job.conn, {"exit": os.waitstatus_to_exitcode(status)})
+        job.conn.close()
+        del self.jobs[job.pid]
+
+    def close(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.socket_path).st_ino == self.inode:  # not a newer parent's socket
+                self.socket_path.unlink()
+        self.listener.close()
+        self.selector.close()
+
+
+def _preload(modules: list[str]) -> None:
+    for name in modules:
+        started = time.perf_counter()
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a missing optional library leaves that import to the step
+            log.warning("warm parent: could not import %s: %s", name, exc)
+            continue
+        log.info("warm parent: imported %s in %.2fs", name, time.perf_counter() - started)
+
+
+def _detach() -> None:
+    """Leave the launching task: the launcher's ``run`` returns and the parent lives on by itself."""
+    if os.fork() > 0:
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mlops_ops.runners.warm --dir D --key K --bin B``: the warm parent (started by ``spawn``)."""
+    import argparse
+    import fcntl
+
+    parser = argparse.ArgumentParser(prog="mlops_ops.runners.warm")
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--bin", required=True, help="Folder of the mlops-ops script (sys.path[0] of a step).")
+    parser.add_argument("--idle", type=float, default=600.0)
+    parser.add_argument("--preload", default=",".join(PRELOAD))
+    parser.add_argument("--foreground", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.foreground:
+        _detach()
+    folder = Path(args.dir)
+    lock = os.open(folder / f"warm-{args.key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another warm parent of this key runs or is starting
+    os.write(lock, f"{os.getpid()}\n".encode())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Only our own lines go to the parent's log; the root logger is left as a fresh interpreter has it.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    sys.path[0] = args.bin  # what the console script's interpreter puts first
+    started = time.perf_counter()
+    _preload([m for m in args.preload.split(",") if m and m.split(".")[0] != "mlops_ops"])
+    gc.freeze()  # keep the imported objects' pages shared with the children
+    parent = Parent(folder / f"warm-{args.key}.sock", args.idle)
+    parent.bind()
+    log.info("warm parent %d ready in %.1fs on %s", os.getpid(), time.perf_counter() - started, parent.socket_path)
+    request = parent.loop()
+    if request is None:
+        log.info("warm parent %d idle for %.0fs: exiting", os.getpid(), args.idle)
+        return
+    os.close(lock)
+    become_step(request)
+    from mlops_ops.cli import main as cli_main
+
+    cli_main(args=request.argv[1:], prog_name=Path(request.argv[0]).name)
