@@ -177,7 +177,9 @@ def test_the_examples_load_as_one_dag_per_file(monkeypatch: pytest.MonkeyPatch) 
     assert bag.import_errors == {}
     assert sorted(bag.dags) == ["churn_yaml_retraining", "churn_yaml_scoring", "churn_yaml_training"]
     training = bag.dags["churn_yaml_training"]
-    assert [t.task_id for t in training.topological_sort()] == ["ingest", "validate", "train", "evaluate", "promote"]
+    order = [t.task_id for t in training.topological_sort()]
+    assert order == ["ingest", "validate", "train", "evaluate", "approve", "promote"]
+    assert training.get_task("approve").policy == "{{ params.promotion_policy }}"  # waits only under approval
     assert training.params["data_uri"] == str((REPO / "mlops_ops/demo/data/churn.csv").resolve())
     assert training.params["gate_metric"] == "roc_auc" and training.params["gate_threshold"] == 0.75
     assert "note" in training.params

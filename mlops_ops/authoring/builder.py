@@ -26,7 +26,14 @@ from mlops_ops.authoring.models import (
     TrainingPipeline,
 )
 from mlops_ops.authoring.source import PipelineFileError, Problem, dotted
-from mlops_ops.pipelines import inbox_asset, monitoring_params, retrain_request, training_chain, training_params
+from mlops_ops.pipelines import (
+    inbox_asset,
+    monitoring_params,
+    policy_alias,
+    retrain_request,
+    training_chain,
+    training_params,
+)
 from mlops_ops.pipelines.assets import MACROS
 
 if TYPE_CHECKING:
@@ -195,7 +202,8 @@ def _chain(p: TrainingPipeline, form: Form, data_uri: str) -> TrainingChain:
         gate_threshold=str(form.value("gate_threshold")),
         min_improvement=str(form.value("min_improvement")),
         registered_model=form.value("registered_model"),
-        alias=form.value("promotion_policy"),
+        alias=policy_alias(form.value("promotion_policy")),
+        approval=form.value("promotion_policy"),
         runner=form.value("runner"),
     )
     # The form edits the first gate; the file's further gates (all of them, without a form) hold for every run.
@@ -232,7 +240,7 @@ def build_retraining(p: RetrainingPipeline) -> DAG:
             task_id="gate",
             spec={
                 "registered_model": form.value("registered_model"),
-                "alias": form.value("promotion_policy"),
+                "alias": policy_alias(form.value("promotion_policy")),
                 "cooldown_hours": f"{{{{ (dag_run.conf or {{}}).get('cooldown_hours', {form.expr('cooldown_hours')}) }}}}",
                 "min_rows": form.value("min_rows"),
                 "force": form.value("force"),

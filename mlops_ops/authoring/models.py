@@ -222,7 +222,7 @@ class TrainingPipeline(Pipeline):
     gates: list[Gate] = Field(min_length=1, description="Absolute thresholds such as 'roc_auc >= 0.8'.")
     margin: float = Field(default=0.0, ge=0, description="How much the candidate must beat the champion by.")
     registered_model: str = Field(pattern=_NAME, max_length=200)
-    promotion: Literal["champion", "challenger"] = "champion"
+    promotion: Literal["champion", "challenger", "approval"] = "champion"
 
     @field_validator("gates", mode="before")
     @classmethod
