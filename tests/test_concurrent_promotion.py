@@ -24,6 +24,7 @@ import pytest
 from mlops_ops.context import RunContext
 from mlops_ops.demo import DATA_DIR
 from mlops_ops.errors import StoreError
+from mlops_ops.lineage import VersionRecord
 from mlops_ops.specs import EvaluateResult
 from mlops_ops.steps import promote
 from mlops_ops.steps import registry as steps
@@ -299,12 +300,13 @@ def test_without_the_lock_the_race_breaks_history(evaluations: dict[str, Evaluat
     ids=["better", "worse", "tie-later", "tie-earlier", "other-rows-earlier", "missing-metric-later"],
 )
 def test_outranks(mine: tuple[str, dict[str, str]], theirs: tuple[str, dict[str, str]], wins: bool) -> None:
-    assert promote.outranks("classification", "roc_auc", mine, theirs)[0] is wins
+    ours, others = VersionRecord(*mine).evaluated("roc_auc"), VersionRecord(*theirs).evaluated("roc_auc")
+    assert promote.outranks("classification", "roc_auc", ours, others)[0] is wins
 
 
 def test_outranks_lower_is_better() -> None:
-    mine = ("3", {"mlops.metric.rmse": "1.5", "mlops.eval_dataset.digest": "d"})
-    theirs = ("4", {"mlops.metric.rmse": "2.5", "mlops.eval_dataset.digest": "d"})
+    mine = VersionRecord("3", {"mlops.metric.rmse": "1.5", "mlops.eval_dataset.digest": "d"}).evaluated("rmse")
+    theirs = VersionRecord("4", {"mlops.metric.rmse": "2.5", "mlops.eval_dataset.digest": "d"}).evaluated("rmse")
     wins, why = promote.outranks("regression", "rmse", mine, theirs)
     assert wins and why == "rmse 1.5 against version 4's 2.5 is better"
 

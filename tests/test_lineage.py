@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +14,7 @@ from mlops_ops import lineage
 from mlops_ops.context import RunContext
 from mlops_ops.errors import PromotionRejected, TrackingError, TrackingUnavailable
 from mlops_ops.lineage import tags
+from mlops_ops.specs import DatasetRef, EvaluateResult, PromoteResult, TrainResult, ValidateResult
 from tests.conftest import isolated_home
 
 if TYPE_CHECKING:
@@ -157,3 +158,125 @@ def test_a_refusal_is_not_retried() -> None:
     with pytest.raises(TrackingError, match="not found") as caught:
         lineage.guard(call)  # type: ignore[arg-type]
     assert caught.value.exit_code == 1
+
+
+# ------------------------------------------------------------------------------------------ recorders
+# The expected keys are spelled out: they are what the lineage chain, history and the Models view read.
+
+_DATA = DatasetRef(uri="file:///data/train.parquet", digest="d" * 64, rows=10)
+_TRAINED = TrainResult(
+    mlflow_run_id="train-run",
+    model_uri="models:/m-1",
+    task="classification",
+    target="churned",
+    estimator="logistic_regression",
+    dataset_digest=_DATA.digest,
+    dataset_uri=_DATA.uri,
+    validation_result_uri="file:///validation/result.json",
+)
+
+#: Tags every step run carries (``step_run``): not what a recorder wrote.
+_IDENTITY = {tags.RUN_KEY, tags.ROLE, tags.STEP, tags.PIPELINE, tags.PIPELINE_RUN_ID, tags.TRY_NUMBER}
+_IDENTITY |= {tags.PACKAGE_VERSION, tags.STATE, tags.SPEC_DIGEST, tags.STEP_IMAGE}
+
+
+def _recorded(step: str, record: Callable[[lineage.StepRun], None]) -> dict[str, str]:
+    with lineage.step_run(RunContext(pipeline="records", run_id="r1", step=step)) as run:
+        record(run)
+    return {k: v for k, v in run.tags().items() if k.startswith("mlops.") and k not in _IDENTITY}
+
+
+def test_each_step_recorder_writes_its_tags(home: Path) -> None:
+    validated = ValidateResult(
+        success=True,
+        dataset_digest=_DATA.digest,
+        suite="s",
+        evaluated=3,
+        result_uri="file:///r",
+        report_uri="file:///m",
+    )
+    promoted = PromoteResult(model_name="m", version="3", alias="champion", moved=False, reason="x" * 6000)
+    data = {"mlops.dataset.uri": _DATA.uri, "mlops.dataset.digest": _DATA.digest}
+    assert _recorded("ingest", lambda r: lineage.record_dataset(r, uri=_DATA.uri, digest=_DATA.digest)) == data
+    assert _recorded("validate", lambda r: lineage.record_validation(r, validated, _DATA)) == data | {
+        "mlops.validation.success": "true",
+        "mlops.validation.result_uri": "file:///r",
+        "mlops.validation.report_uri": "file:///m",
+    }
+    trained = _recorded(
+        "train", lambda r: lineage.record_training(r, fingerprint="f", dataset=_DATA, validation_uri=None)
+    )
+    assert trained == data | {"mlops.train.fingerprint": "f"}
+    assert _recorded("reuse", lambda r: lineage.record_reused_training(r, source_run_id="a", model_uri="m")) == {
+        "mlops.train.cached_from": "a",
+        "mlops.model_uri": "m",
+    }
+    evaluated = _recorded(
+        "evaluate", lambda r: lineage.record_evaluation(r, passed=True, candidate_run_id="c", champion_version=None)
+    )
+    assert evaluated == {
+        "mlops.evaluation.passed": "True",
+        "mlops.candidate.run_id": "c",
+        "mlops.champion.version": "none",
+    }
+    gated = _recorded("gate", lambda r: lineage.record_gate(r, model="m", go=False, reason="cooldown"))
+    assert gated == {"mlops.gate.model": "m", "mlops.gate.go": "false", "mlops.gate.reason": "cooldown"}
+    assert _recorded("promote", lambda r: lineage.record_promotion(r, promoted)) == {
+        "mlops.promote.model": "m",
+        "mlops.promote.version": "3",
+        "mlops.promote.alias": "champion",
+        "mlops.promote.moved": "False",
+        "mlops.promote.reason": "x" * 5000,
+    }
+
+
+def test_a_versions_lineage_leads_back_to_its_data_training_and_evaluation() -> None:
+    evaluation = EvaluateResult(
+        passed=True,
+        candidate=_TRAINED,
+        candidate_metrics={"roc_auc": 0.912345678},
+        dataset_digest="e" * 64,
+        mlflow_run_id="eval-run",
+    )
+    assert lineage.version_lineage(evaluation, RunContext(pipeline="p", run_id="r7", step="promote")) == {
+        "mlops.dataset.uri": _DATA.uri,
+        "mlops.dataset.digest": _DATA.digest,
+        "mlops.train.run_id": "train-run",
+        "mlops.evaluate.run_id": "eval-run",
+        "mlops.eval_dataset.digest": "e" * 64,
+        "mlops.pipeline": "p",
+        "mlops.run_id": "r7",
+        "mlops.validation.result_uri": "file:///validation/result.json",
+        "mlops.validation.success": "true",
+        "mlops.metric.roc_auc": "0.912346",
+    }
+
+
+def test_a_superseded_version_is_recorded_and_read_back(home: Path) -> None:
+    client = lineage.client()
+    client.create_registered_model("m")
+    for _ in range(2):
+        client.create_model_version("m", source="file:///model")
+    lineage.tag_version("m", "1", {"mlops.metric.rmse": "1.5", "mlops.eval_dataset.digest": "d"})
+    lineage.supersede("m", "1", "champion", by="2", reason="r" * 6000)
+    record = lineage.version_record("m", "1")
+    assert record.tags["mlops.alias.champion.superseded_by"] == "2"
+    assert record.tags["mlops.alias.champion.superseded_reason"] == "r" * 5000
+    assert "mlops.alias.champion.superseded_at" in record.tags and record.replaced_by("champion") is None
+    assert record.evaluated("rmse") == lineage.Evaluated("1", "1.5", "d")
+
+
+@pytest.mark.parametrize(
+    ("other", "values"),
+    [
+        (lineage.Evaluated("4", "0.8", "d"), ("0.9", "0.8")),
+        (lineage.Evaluated("4", "0.8", "e"), None),
+        (lineage.Evaluated("4", None, "d"), None),
+    ],
+    ids=["same-rows", "other-rows", "missing-metric"],
+)
+def test_two_evaluations_compare_only_on_the_same_rows(
+    other: lineage.Evaluated, values: tuple[str, str] | None
+) -> None:
+    assert lineage.Evaluated("3", "0.9", "d").comparable_with(other) == values
+    assert lineage.Evaluated("3", "0.9", None).comparable_with(lineage.Evaluated("4", "0.8", None)) is None

@@ -66,6 +66,20 @@ def resolve(name: str, alias: str = "champion", version: str | None = None) -> W
     )
 
 
+def training_dataset(watched: WatchedVersion | None) -> tuple[str, str]:
+    """The URI and digest of the dataset ``watched`` was trained on, as its lineage tags name it.
+
+    Raises:
+        SpecError: There is no watched version, or its lineage names no training dataset.
+    """
+    if watched is None or not watched.dataset_uri or not watched.dataset_digest:
+        name = watched.describe() if watched is not None else "the model"
+        raise SpecError(
+            f"{name} has no training dataset in its lineage tags ({t.DATASET_URI}); give a reference dataset"
+        )
+    return watched.dataset_uri, watched.dataset_digest
+
+
 def _missing(name: str, alias: str, version: str | None) -> str:
     try:
         client().get_registered_model(name)
@@ -106,6 +120,16 @@ def monitoring_run(ctx: RunContext, watched: WatchedVersion | None, kind: str) -
         yield run
         if watched is not None:
             tag_version(watched.name, watched.version, {t.monitor_last_run(kind): run.run_id})
+
+
+def scoring_run(ctx: RunContext, watched: WatchedVersion) -> contextlib.AbstractContextManager[StepRun]:
+    """The score step's run: a :func:`monitoring_run` of the scoring kind."""
+    return monitoring_run(ctx, watched, t.MONITOR_SCORE)
+
+
+def drift_run(ctx: RunContext, watched: WatchedVersion | None) -> contextlib.AbstractContextManager[StepRun]:
+    """The drift step's run: a :func:`monitoring_run` of the drift kind (unwatched when comparing two datasets)."""
+    return monitoring_run(ctx, watched, t.MONITOR_DRIFT)
 
 
 def record_scoring(run: StepRun, *, input_uri: str, input_digest: str, output_uri: str, output_digest: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +104,56 @@ def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
     mlflow_client = client()
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, version, key, value)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """A version's recorded evaluation on one metric: the value as recorded and the rows it was computed on."""
+
+    version: str
+    value: str | None
+    rows: str | None
+
+    def comparable_with(self, other: Evaluated) -> tuple[str, str] | None:
+        """Both recorded values (this one's first) if both have the metric and were evaluated on the same
+        known rows; None if the two cannot be compared."""
+        if self.value is None or other.value is None or not self.rows or self.rows != other.rows:
+            return None
+        return self.value, other.value
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """The tags of one model version, read once, as a promotion asks them: its alias history, its evaluation."""
+
+    version: str
+    tags: Mapping[str, str]
+
+    def replaced_by(self, alias: str) -> str | None:
+        """The version ``alias`` moved to when it left this one, if it did."""
+        return self.tags.get(t.alias_key(alias, "replaced_by")) or None
+
+    def evaluated(self, metric: str) -> Evaluated:
+        """This version's recorded evaluation on ``metric`` (written at registration)."""
+        return Evaluated(self.version, self.tags.get(t.metric(metric)), self.tags.get(t.EVAL_DATASET_DIGEST))
+
+
+def version_record(name: str, version: str) -> VersionRecord:
+    """The recorded tags of one version of ``name``."""
+    return VersionRecord(version, version_tags(name, version))
+
+
+def supersede(name: str, version: str, alias: str, *, by: str, reason: str) -> None:
+    """Record on ``version`` that ``alias`` stayed on version ``by`` instead of moving to it, and why."""
+    tag_version(
+        name,
+        version,
+        {
+            t.alias_key(alias, "superseded_by"): by,
+            t.alias_key(alias, "superseded_at"): datetime.now(UTC).isoformat(timespec="seconds"),
+            t.alias_key(alias, "superseded_reason"): reason[:5000],
+        },
+    )
 
 
 def run_params(run_id: str) -> dict[str, str]:

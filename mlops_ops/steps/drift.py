@@ -20,9 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlops_ops import lineage
-from mlops_ops.errors import DataError, SpecError
+from mlops_ops.errors import DataError
 from mlops_ops.lineage import monitoring
-from mlops_ops.lineage import tags as keys
 from mlops_ops.specs.core import DatasetRef
 from mlops_ops.specs.monitoring import ColumnDrift, DriftResult, DriftSpec
 from mlops_ops.steps import drift_stats
@@ -69,7 +68,7 @@ def run(spec: DriftSpec, ctx: RunContext, store: Store) -> DriftResult:
     log.info(
         "compared %d columns in %.2fs: %s", len(comparison.columns), time.monotonic() - started, comparison.reasons[0]
     )
-    with monitoring.monitoring_run(ctx, watched, keys.MONITOR_DRIFT) as mlrun:
+    with monitoring.drift_run(ctx, watched) as mlrun:
         result = DriftResult(
             registered_model=watched.name if watched else None,
             version=watched.version if watched else None,
@@ -104,17 +103,11 @@ def run(spec: DriftSpec, ctx: RunContext, store: Store) -> DriftResult:
 
 def training_data(watched: monitoring.WatchedVersion | None, store: Store) -> DatasetRef:
     """The dataset the watched version was trained on, as its lineage tags name it."""
-    if watched is None or not watched.dataset_uri or not watched.dataset_digest:
-        name = watched.describe() if watched is not None else "the model"
-        raise SpecError(
-            f"{name} has no training dataset in its lineage tags ({keys.DATASET_URI}); give a reference dataset"
-        )
-    with store.open_local(watched.dataset_uri) as path:
+    uri, digest = monitoring.training_dataset(watched)
+    with store.open_local(uri) as path:
         schema = pq.read_schema(path)
         rows = pq.ParquetFile(path).metadata.num_rows
-    return DatasetRef(
-        uri=watched.dataset_uri, digest=watched.dataset_digest, rows=rows, columns=pandas_dtypes(schema.empty_table())
-    )
+    return DatasetRef(uri=uri, digest=digest, rows=rows, columns=pandas_dtypes(schema.empty_table()))
 
 
 def read(store: Store, dataset: DatasetRef, columns: list[str] | None = None) -> pa.Table:

@@ -11,7 +11,6 @@ import pandas as pd
 from mlops_ops import lineage
 from mlops_ops.context import RunContext
 from mlops_ops.errors import DataError
-from mlops_ops.lineage import tags as keys
 from mlops_ops.specs import METRICS, EvaluateResult, EvaluateSpec
 from mlops_ops.steps import metrics as metric_fns
 from mlops_ops.steps.train import split_xy
@@ -85,12 +84,8 @@ def run(spec: EvaluateSpec, ctx: RunContext, store: Store) -> EvaluateResult:
         mlrun.log_metrics(candidate, prefix="candidate_")
         if champion is not None:
             mlrun.log_metrics(champion, prefix="champion_")
-        mlrun.tag(
-            **{
-                keys.EVALUATION_PASSED: passed,
-                keys.CANDIDATE_RUN_ID: spec.candidate.mlflow_run_id,
-                keys.CHAMPION_VERSION: champion_version or "none",
-            }
+        lineage.record_evaluation(
+            mlrun, passed=passed, candidate_run_id=spec.candidate.mlflow_run_id, champion_version=champion_version
         )
         report = _report(spec, candidate, champion, champion_version, reasons, note)
         mlrun.log_text(report, "evaluation/report.md")

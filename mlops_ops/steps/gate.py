@@ -1,7 +1,7 @@
 """Gate step: decide whether a retraining run trains at all (cooldown, minimum new rows, or force).
 
 The decision reads the registry through lineage and is recorded on the gate's own MLflow run
-(``mlops.gate.*`` tags), which is how later gates see that a training started. Decisions of one model are
+(``lineage.record_gate``), which is how later gates see that a training started. Decisions of one model are
 taken under a store lock, so two runs triggered together cannot both pass a cooldown.
 """
 
@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from mlops_ops import lineage
 from mlops_ops.context import RunContext, safe
 from mlops_ops.lineage import history
-from mlops_ops.lineage import tags as keys
 from mlops_ops.specs.gate import GateResult, GateSpec
 from mlops_ops.store import Store
 
@@ -32,13 +31,7 @@ def run(spec: GateSpec, ctx: RunContext, store: Store) -> GateResult:
         last = history.last_training(spec.registered_model, spec.alias, exclude_run_id=ctx.run_id)
         go, reason = decide(spec, last, rows, datetime.now(UTC))
         mlrun.log_params({"cooldown_hours": spec.cooldown_hours, "min_rows": spec.min_rows, "force": spec.force})
-        mlrun.tag(
-            **{
-                keys.GATE_MODEL: spec.registered_model,
-                keys.GATE_GO: "true" if go else "false",
-                keys.GATE_REASON: reason[:5000],
-            }
-        )
+        lineage.record_gate(mlrun, model=spec.registered_model, go=go, reason=reason)
         log.info("gate on %s: %s - %s", spec.registered_model, "train" if go else "do not train", reason)
         return GateResult(
             registered_model=spec.registered_model,

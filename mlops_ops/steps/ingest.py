@@ -25,7 +25,6 @@ import pyarrow.parquet as pq
 
 from mlops_ops import lineage
 from mlops_ops.errors import DataError, SpecError
-from mlops_ops.lineage import tags as keys
 from mlops_ops.specs import DatasetRef, IngestResult, IngestSpec, SplitSpec
 
 if TYPE_CHECKING:
@@ -343,5 +342,5 @@ def _log_lineage(run: lineage.StepRun, spec: IngestSpec, table: pa.Table, result
             "eval_rows": result.eval.rows,
         }
     )
-    run.tag(**{keys.DATASET_URI: snapshot.uri, keys.DATASET_DIGEST: snapshot.digest})
+    lineage.record_dataset(run, uri=snapshot.uri, digest=snapshot.digest)
     run.log_text(json.dumps(result.model_dump(mode="json"), indent=2), "ingest/result.json")

@@ -10,12 +10,13 @@ the candidate looks at the alias again. The rule:
 2. If it points elsewhere (another promotion moved it after the evaluation, or the alias is not the one
    evaluated against, such as ``challenger``), the candidate replaces the holder only if it ranks
    above it: on the metric its evaluation compared (``compare_metric``), as recorded in both versions'
-   ``mlops.metric.<name>`` tags, when both were evaluated on the same rows (``mlops.eval_dataset.digest``);
+   lineage (``lineage.version_lineage``), when both were evaluated on the same rows
+   (``lineage.Evaluated.comparable_with``);
    a tie goes to the later version (the higher version number), and so does a pair that cannot be
    compared (other rows, or a metric missing). The evaluation's margin (``min_improvement``) is not
    applied again: it was applied against the champion the candidate saw.
 3. A candidate that does not rank above the holder leaves the alias alone, is tagged
-   ``mlops.alias.<alias>.superseded_by``, and its result says ``moved=False`` with the reason. A version
+   superseded (``lineage.supersede``), and its result says ``moved=False`` with the reason. A version
    the alias has already left (``replaced_by``) does not take it back when its promotion is retried.
 
 So whatever order racing runs take the lock in, the alias ends on the best of the candidates evaluated
@@ -28,12 +29,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from mlops_ops import lineage
 from mlops_ops.context import RunContext, safe
 from mlops_ops.errors import PromotionRejected
-from mlops_ops.lineage import tags as keys
 from mlops_ops.specs import DEFAULT_COMPARE_METRIC, METRICS, PromoteResult, PromoteSpec
 from mlops_ops.store import Store
 
@@ -47,25 +46,6 @@ class Outcome:
     moved: bool
     previous: str | None
     reason: str
-
-
-def version_tags(spec: PromoteSpec, ctx: RunContext) -> dict[str, str]:
-    """Tags that lead from the model version back to its data, validation, training and evaluation."""
-    candidate = spec.evaluation.candidate
-    tags = {
-        keys.DATASET_URI: candidate.dataset_uri,
-        keys.DATASET_DIGEST: candidate.dataset_digest,
-        keys.TRAIN_RUN_ID: candidate.mlflow_run_id,
-        keys.EVALUATE_RUN_ID: spec.evaluation.mlflow_run_id or "",
-        keys.EVAL_DATASET_DIGEST: spec.evaluation.dataset_digest,
-        keys.PIPELINE: ctx.pipeline,
-        keys.PIPELINE_RUN_ID: ctx.run_id,
-    }
-    if candidate.validation_result_uri:
-        tags[keys.VALIDATION_RESULT_URI] = candidate.validation_result_uri
-        tags[keys.VALIDATION_SUCCESS] = "true"
-    tags.update({keys.metric(k): f"{v:.6g}" for k, v in spec.evaluation.candidate_metrics.items()})
-    return tags
 
 
 def lock_key(model: str, alias: str) -> str:
@@ -93,21 +73,25 @@ def run(spec: PromoteSpec, ctx: RunContext, store: Store) -> PromoteResult:
         # the version the first one made instead of registering a second.
         with store.lock(register_lock_key(spec.registered_model)):
             version = lineage.register(
-                spec.registered_model, candidate.model_uri, candidate.mlflow_run_id, version_tags(spec, ctx)
+                spec.registered_model,
+                candidate.model_uri,
+                candidate.mlflow_run_id,
+                lineage.version_lineage(evaluation, ctx),
             )
         number = str(version.version)
         metric = compare_metric(spec)
         with store.lock(lock_key(spec.registered_model, spec.alias)):
             outcome = settle(spec, number, metric)
-        mlrun.tag(
-            **{
-                keys.PROMOTE_MODEL: spec.registered_model,
-                keys.PROMOTE_VERSION: number,
-                keys.PROMOTE_ALIAS: spec.alias,
-                keys.PROMOTE_MOVED: outcome.moved,
-                keys.PROMOTE_REASON: outcome.reason[:5000],
-            }
+        result = PromoteResult(
+            model_name=spec.registered_model,
+            version=number,
+            alias=spec.alias,
+            previous_version=outcome.previous,
+            moved=outcome.moved,
+            reason=outcome.reason,
+            mlflow_run_id=mlrun.run_id,
         )
+        lineage.record_promotion(mlrun, result)
         if outcome.moved:
             log.info(
                 "%s@%s -> version %s (was %s): %s",
@@ -121,15 +105,7 @@ def run(spec: PromoteSpec, ctx: RunContext, store: Store) -> PromoteResult:
             log.info(
                 "%s@%s stays on version %s: %s", spec.registered_model, spec.alias, outcome.previous, outcome.reason
             )
-        return PromoteResult(
-            model_name=spec.registered_model,
-            version=number,
-            alias=spec.alias,
-            previous_version=outcome.previous,
-            moved=outcome.moved,
-            reason=outcome.reason,
-            mlflow_run_id=mlrun.run_id,
-        )
+        return result
 
 
 def compare_metric(spec: PromoteSpec) -> str:
@@ -148,8 +124,8 @@ def settle(spec: PromoteSpec, number: str, metric: str) -> Outcome:
     if current == number:
         lineage.move_alias(name, alias, number, "")  # completes the history a try that died half-way left
         return Outcome(False, number, f"{alias} already points at version {number}")
-    mine = lineage.version_tags(name, number)
-    replaced_by = mine.get(keys.alias_key(alias, "replaced_by"))
+    mine = lineage.version_record(name, number)
+    replaced_by = mine.replaced_by(alias)
     if replaced_by:
         return Outcome(
             False,
@@ -160,37 +136,25 @@ def settle(spec: PromoteSpec, number: str, metric: str) -> Outcome:
     reason = spec.reason or _reason(spec)
     seen = spec.evaluation.champion_version
     if current is not None and current != seen:
-        wins, why = outranks(
-            spec.evaluation.candidate.task, metric, (number, mine), (current, lineage.version_tags(name, current))
-        )
+        theirs = lineage.version_record(name, current).evaluated(metric)
+        wins, why = outranks(spec.evaluation.candidate.task, metric, mine.evaluated(metric), theirs)
         change = f"{alias} moved from {_v(seen)} to version {current} after this candidate's evaluation; {why}"
         if not wins:
-            lineage.tag_version(
-                name,
-                number,
-                {
-                    keys.alias_key(alias, "superseded_by"): current,
-                    keys.alias_key(alias, "superseded_at"): datetime.now(UTC).isoformat(timespec="seconds"),
-                    keys.alias_key(alias, "superseded_reason"): change[:5000],
-                },
-            )
+            lineage.supersede(name, number, alias, by=current, reason=change)
             return Outcome(False, current, f"superseded: {change}")
         reason = f"{reason}; {change}"
     previous = lineage.move_alias(name, alias, number, reason)
     return Outcome(True, previous, reason)
 
 
-def outranks(
-    task: str, metric: str, mine: tuple[str, dict[str, str]], theirs: tuple[str, dict[str, str]]
-) -> tuple[bool, str]:
-    """Whether version ``mine`` ranks above ``theirs`` by the rule in the module docstring, and why."""
-    (number, tags), (other, other_tags) = mine, theirs
-    later = int(number) > int(other)
-    key, rows = keys.metric(metric), keys.EVAL_DATASET_DIGEST
-    if key not in tags or key not in other_tags or not tags.get(rows) or tags.get(rows) != other_tags.get(rows):
+def outranks(task: str, metric: str, mine: lineage.Evaluated, theirs: lineage.Evaluated) -> tuple[bool, str]:
+    """Whether version ``mine`` ranks above ``theirs`` on ``metric`` by the rule in the module docstring, and why."""
+    later = int(mine.version) > int(theirs.version)
+    recorded = mine.comparable_with(theirs)
+    if recorded is None:
         return later, f"the two were not evaluated on the same rows with {metric}, so the later version wins"
-    ours, theirs_value = float(tags[key]), float(other_tags[key])
-    compared = f"{metric} {tags[key]} against version {other}'s {other_tags[key]}"
+    ours, theirs_value = float(recorded[0]), float(recorded[1])
+    compared = f"{metric} {recorded[0]} against version {theirs.version}'s {recorded[1]}"
     if ours == theirs_value:
         return later, f"{compared} is a tie, so the later version wins"
     better = ours > theirs_value if METRICS[task].get(metric, True) else ours < theirs_value

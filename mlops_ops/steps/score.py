@@ -25,7 +25,6 @@ import pyarrow.parquet as pq
 from mlops_ops import lineage
 from mlops_ops.errors import DataError
 from mlops_ops.lineage import monitoring
-from mlops_ops.lineage import tags as keys
 from mlops_ops.specs.core import DatasetRef
 from mlops_ops.specs.monitoring import ScoreResult, ScoreSpec
 from mlops_ops.steps.ingest import PARQUET_OPTIONS, pandas_dtypes
@@ -68,7 +67,7 @@ def run(spec: ScoreSpec, ctx: RunContext, store: Store) -> ScoreResult:
             raise DataError(f"the dataset {spec.dataset.uri} has no rows; there is nothing to score")
         log.info("scoring %d rows of %s with %s (%s)", total, spec.dataset.uri, watched.describe(), scorer.task)
         with (
-            monitoring.monitoring_run(ctx, watched, keys.MONITOR_SCORE) as mlrun,
+            monitoring.scoring_run(ctx, watched) as mlrun,
             tempfile.TemporaryDirectory(prefix="mlops-score-") as tmp,
         ):
             out = Path(tmp) / "predictions.parquet"

@@ -13,7 +13,6 @@ import pandas as pd
 from mlops_ops import lineage
 from mlops_ops.context import RunContext
 from mlops_ops.errors import DataError, SpecError
-from mlops_ops.lineage import tags as keys
 from mlops_ops.specs import TrainResult, TrainSpec
 from mlops_ops.steps import estimators
 from mlops_ops.steps import metrics as metric_fns
@@ -93,15 +92,8 @@ def run(spec: TrainSpec, ctx: RunContext, store: Store) -> TrainResult:
     estimators.resolve(spec.estimator, spec.task)  # refuse a disallowed estimator before anything is recorded
     key = fingerprint(spec)
     with lineage.step_run(ctx) as mlrun:
-        mlrun.tag(
-            **{
-                keys.TRAIN_FINGERPRINT: key,
-                keys.DATASET_DIGEST: spec.dataset.digest,
-                keys.DATASET_URI: spec.dataset.uri,
-            }
-        )
-        if spec.validation is not None:
-            mlrun.tag(**{keys.VALIDATION_RESULT_URI: spec.validation.result_uri})
+        validation_uri = spec.validation.result_uri if spec.validation is not None else None
+        lineage.record_training(mlrun, fingerprint=key, dataset=spec.dataset, validation_uri=validation_uri)
         earlier = mlrun.find_training(key)
         if earlier is not None:
             log.info(
@@ -110,7 +102,7 @@ def run(spec: TrainSpec, ctx: RunContext, store: Store) -> TrainResult:
                 earlier["model_uri"],
             )
             if earlier["run_id"] != mlrun.run_id:
-                mlrun.tag(**{keys.TRAIN_CACHED_FROM: earlier["run_id"], keys.MODEL_URI: earlier["model_uri"]})
+                lineage.record_reused_training(mlrun, source_run_id=earlier["run_id"], model_uri=earlier["model_uri"])
             return _result(
                 spec, earlier["run_id"], earlier["model_uri"], earlier["model_id"], earlier["metrics"], cached=True
             )

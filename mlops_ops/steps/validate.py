@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_ops import lineage
 from mlops_ops.errors import DataError, SpecError, ValidationFailed
-from mlops_ops.lineage import tags as keys
 from mlops_ops.specs import DatasetRef, Failure, ValidateResult, ValidateSpec
 from mlops_ops.store import sha256_file
 
@@ -351,12 +350,4 @@ def _log_lineage(
     run.log_metrics({"evaluated": result.evaluated, "failed": len(result.failures)})
     run.log_text(_json_bytes(outcome).decode(), "validation/result.json")
     run.log_text(report, "validation/report.md")
-    run.tag(
-        **{
-            keys.VALIDATION_SUCCESS: str(result.success).lower(),
-            keys.VALIDATION_RESULT_URI: result.result_uri,
-            keys.VALIDATION_REPORT_URI: result.report_uri,
-            keys.DATASET_URI: spec.dataset.uri,
-            keys.DATASET_DIGEST: spec.dataset.digest,
-        }
-    )
+    lineage.record_validation(run, result, spec.dataset)
