@@ -48,6 +48,7 @@ def test_dagbag_has_no_import_errors(path: Path) -> None:
     assert bag.dags, f"{path.name} defines no DAG"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", [*DAG_FILES, REPO / "mlops_ops" / "operators" / "__init__.py"], ids=lambda p: p.name)
 def test_parse_loads_no_heavy_library(target: Path) -> None:
     done = subprocess.run(
@@ -57,6 +58,7 @@ def test_parse_loads_no_heavy_library(target: Path) -> None:
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
+@pytest.mark.slow
 def test_provider_is_registered() -> None:
     done = subprocess.run(
         [str(Path(sys.executable).with_name("airflow")), "providers", "list", "-o", "json"],

@@ -106,6 +106,7 @@ def test_the_decision_is_recorded_on_the_gate_run(home: Path) -> None:
     assert recorded[tags.GATE_REASON] == result.reason
 
 
+@pytest.mark.slow
 def test_the_gate_step_runs_through_the_cli(home: Path) -> None:
     import json
     import subprocess

@@ -107,6 +107,7 @@ def test_a_bad_spec_for_the_user_step_is_one_line(user_package: Path, tmp_path: 
     )
 
 
+@pytest.mark.slow
 def test_the_local_runner_runs_it_and_lineage_records_it(user_package: Path, tmp_path: Path) -> None:
     invocation = StepInvocation(
         step="row_count",
