@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 
-from mlops_ops.pipelines import inbox_asset, policy_alias, retrain_request, training_chain, training_params
+from mlops_ops.pipelines import form_training_chain, inbox_asset, policy_alias, retrain_request, training_params
 from mlops_ops.pipelines.assets import MACROS
 from mlops_ops.pipelines.tasks import GateOperator
 
@@ -76,19 +76,5 @@ with DAG(
         runner="{{ params.runner }}",
         retries=0,
     )
-    chain = training_chain(
-        data_uri=DATA,
-        target="{{ params.target }}",
-        task="{{ params.task }}",
-        estimator="{{ params.estimator }}",
-        estimator_params="{{ params.estimator_params }}",
-        suite="{{ params.suite }}",
-        gate_metric="{{ params.gate_metric }}",
-        gate_threshold="{{ params.gate_threshold }}",
-        min_improvement="{{ params.min_improvement }}",
-        registered_model="{{ params.registered_model }}",
-        alias=policy_alias("{{ params.promotion_policy }}"),
-        approval="{{ params.promotion_policy }}",
-        runner="{{ params.runner }}",
-    )
+    chain = form_training_chain(data_uri=DATA)
     gate >> chain.group

@@ -12,14 +12,15 @@ Ingest → validate → train → evaluate → (approve) → promote, triggered 
 * **promote** registers the candidate and moves the alias, or is skipped with the reasons.
 
 Every step runs `mlops-ops step NAME --spec ...`, locally or in a Kubernetes pod (the *runner* field).
-The chain is `mlops_ops.pipelines.training_chain`, shared with `mlops_retraining`.
+The chain is `mlops_ops.pipelines.form_training_chain` (every setting from this form), shared with
+`mlops_retraining`.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from mlops_ops.pipelines import policy_alias, training_chain, training_params
+from mlops_ops.pipelines import form_training_chain, training_params
 
 with DAG(
     dag_id="mlops_training",
@@ -32,18 +33,4 @@ with DAG(
     default_args={"retries": 1},
     params=training_params(),
 ) as dag:
-    training_chain(
-        data_uri="{{ params.data_uri }}",
-        target="{{ params.target }}",
-        task="{{ params.task }}",
-        estimator="{{ params.estimator }}",
-        estimator_params="{{ params.estimator_params }}",
-        suite="{{ params.suite }}",
-        gate_metric="{{ params.gate_metric }}",
-        gate_threshold="{{ params.gate_threshold }}",
-        min_improvement="{{ params.min_improvement }}",
-        registered_model="{{ params.registered_model }}",
-        alias=policy_alias("{{ params.promotion_policy }}"),
-        approval="{{ params.promotion_policy }}",
-        runner="{{ params.runner }}",
-    )
+    form_training_chain()

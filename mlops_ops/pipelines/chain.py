@@ -142,3 +142,20 @@ def training_chain(
             **common,
         )
     return TrainingChain(group, ingest, validate, train, evaluate, promote, approve)
+
+
+def form_training_chain(*, data_uri: str = "{{ params.data_uri }}", **kwargs: Any) -> TrainingChain:
+    """:func:`training_chain` with every setting read from the DAG's training form (``training_params``).
+
+    :param data_uri: The data to train on (templated); the form's field by default.
+    :param kwargs: Further :func:`training_chain` arguments (``group_id``...), or settings that override the form.
+    """
+    form = {
+        name: f"{{{{ params.{name} }}}}"
+        for name in (
+            "target", "task", "estimator", "estimator_params", "suite", "gate_metric", "gate_threshold",
+            "min_improvement", "registered_model", "runner",
+        )
+    }  # fmt: skip
+    policy = "{{ params.promotion_policy }}"
+    return training_chain(data_uri=data_uri, **(form | {"alias": policy_alias(policy), "approval": policy} | kwargs))
