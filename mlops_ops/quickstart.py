@@ -6,7 +6,6 @@ modules that import them from this one.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -15,8 +14,9 @@ import click
 from mlops_ops.demo.command import BATCHES, DAG_ID
 from mlops_ops.demo.command import demo as main
 from mlops_ops.demo.embedded import airflow, airflow_env, migrate
+from mlops_ops.demo.runstate import stored_results
 from mlops_ops.demo.summary import STEPS
-from mlops_ops.settings import artifact_root, mlops_home
+from mlops_ops.settings import mlops_home
 
 __all__ = ["BATCHES", "DAG_ID", "STEPS", "airflow", "airflow_env", "main", "manifests", "migrate", "outcome"]
 
@@ -42,19 +42,7 @@ def manifests(run_id: str, tries: dict[str, int] | None = None) -> dict[str, dic
 
     :param tries: The try number of each step (from its task instance); without it, the latest stored try.
     """
-    from mlops_ops.context import RunContext
-    from mlops_ops.store import Store
-
-    store = Store(artifact_root())
-    found: dict[str, dict[str, Any]] = {}
-    for step in STEPS:
-        candidates = [tries[step]] if tries and step in tries else list(range(10, 0, -1))
-        for attempt in candidates:
-            uri = store.uri(RunContext(pipeline=DAG_ID, run_id=run_id, step=step, try_number=attempt).result_key())
-            if store.exists(uri):
-                found[step] = json.loads(store.get_bytes(uri))
-                break
-    return found
+    return stored_results(DAG_ID, run_id, STEPS, tries)
 
 
 if __name__ == "__main__":

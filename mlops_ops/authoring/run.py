@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from mlops_ops.authoring.parse import PIPELINES_ENV, Parsed, parse_file
-from mlops_ops.settings import DATA_ROOTS_ENV, artifact_root, default_data_roots, mlops_home
+from mlops_ops.settings import DATA_ROOTS_ENV, default_data_roots, mlops_home
 
 #: The loader a run's private DAGs folder holds: the same call as dags/yaml_pipelines.py.
 LOADER = '''"""The YAML pipelines loader for `mlops-ops run` (an Airflow DAG file)."""
@@ -55,25 +55,10 @@ def ensure_suite(parsed: Parsed) -> None:
         write_suite(parsed.pipeline.data, suite, target=getattr(parsed.pipeline, "target", None))  # type: ignore[attr-defined]
 
 
-def manifests(dag_id: str, run_id: str, steps: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Each step's result manifest of a run, read back from the artifact store (latest try)."""
-    from mlops_ops.context import RunContext
-    from mlops_ops.store import Store
-
-    store = Store(artifact_root())
-    found: dict[str, dict[str, Any]] = {}
-    for step in steps:
-        for attempt in range(5, 0, -1):
-            uri = store.uri(RunContext(pipeline=dag_id, run_id=run_id, step=step, try_number=attempt).result_key())
-            if store.exists(uri):
-                found[step] = json.loads(store.get_bytes(uri))
-                break
-    return found
-
-
 def run_file(path: str | Path, conf: dict[str, Any] | None = None) -> int:
     """Run the pipeline file at ``path`` end to end; print a summary; 0 when the run succeeded."""
     from mlops_ops import quickstart
+    from mlops_ops.demo.runstate import stored_results
 
     parsed = parse_file(path)
     pipeline = parsed.pipeline
@@ -97,7 +82,7 @@ def run_file(path: str | Path, conf: dict[str, Any] | None = None) -> int:
     with log.open("a") as out:
         out.write(done.stdout + done.stderr)
     run, errors = quickstart.outcome(done.stdout + done.stderr)
-    results = manifests(pipeline.dag_id, run["run_id"], type(pipeline).steps)
+    results = stored_results(pipeline.dag_id, run["run_id"], type(pipeline).steps)
     click.echo(summary(run, errors, results, elapsed, type(pipeline).steps))
     return 0 if run["state"] == "success" else 1
 

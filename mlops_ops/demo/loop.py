@@ -25,8 +25,9 @@ from typing import Any
 import click
 
 from mlops_ops.demo import DATA_DIR
+from mlops_ops.demo.runstate import stored_results
 from mlops_ops.quickstart import airflow, airflow_env, migrate, outcome
-from mlops_ops.settings import artifact_root, mlops_home
+from mlops_ops.settings import mlops_home
 
 TRAINING, SCORING, RETRAINING = "mlops_training", "mlops_scoring", "mlops_retraining"
 STEPS = {
@@ -60,22 +61,6 @@ class Loop:
         return all(stage.state == "success" for stage in self.stages)
 
 
-def results(dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
-    """Each step's result manifest of a run, read back from the artifact store (latest try)."""
-    from mlops_ops.context import RunContext
-    from mlops_ops.store import Store
-
-    store = Store(artifact_root())
-    found: dict[str, dict[str, Any]] = {}
-    for step in STEPS[dag_id]:
-        for attempt in range(5, 0, -1):
-            uri = store.uri(RunContext(pipeline=dag_id, run_id=run_id, step=step, try_number=attempt).result_key())
-            if store.exists(uri):
-                found[step] = json.loads(store.get_bytes(uri))
-                break
-    return found
-
-
 def run_dag(env: dict[str, str], dag_id: str, conf: dict[str, Any], log: Path) -> Stage:
     """``airflow dags test DAG -c CONF``, its output appended to ``log``."""
     started = time.perf_counter()
@@ -84,7 +69,12 @@ def run_dag(env: dict[str, str], dag_id: str, conf: dict[str, Any], log: Path) -
         out.write(done.stdout + done.stderr)
     run, errors = outcome(done.stdout + done.stderr)
     return Stage(
-        dag_id, run["run_id"], run["state"], time.perf_counter() - started, results(dag_id, run["run_id"]), errors
+        dag_id,
+        run["run_id"],
+        run["state"],
+        time.perf_counter() - started,
+        stored_results(dag_id, run["run_id"], STEPS[dag_id]),
+        errors,
     )
 
 

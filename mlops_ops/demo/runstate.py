@@ -132,3 +132,27 @@ class MetadataDB:
         """Those of ``dag_ids`` that are paused."""
         rows = self._rows("SELECT dag_id, is_paused FROM dag")
         return [dag_id for dag_id, is_paused in rows if dag_id in dag_ids and is_paused]
+
+
+def stored_results(
+    pipeline: str, run_id: str, steps: tuple[str, ...] | list[str], tries: dict[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each step's result manifest of a pipeline run, read back from the artifact store (``MLOPS_ARTIFACT_ROOT``).
+
+    :param tries: The try number of each step (from its task instance); without it, the latest stored try.
+        Steps without a stored result (not run, failed, or a task that is not a step) are left out.
+    """
+    from mlops_ops.context import RunContext
+    from mlops_ops.settings import artifact_root
+    from mlops_ops.store import Store
+
+    store = Store(artifact_root())
+    found: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        candidates = [tries[step]] if tries and step in tries else list(range(10, 0, -1))
+        for attempt in candidates:
+            uri = store.uri(RunContext(pipeline=pipeline, run_id=run_id, step=step, try_number=attempt).result_key())
+            if store.exists(uri):
+                found[step] = json.loads(store.get_bytes(uri))
+                break
+    return found
