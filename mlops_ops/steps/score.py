@@ -28,6 +28,7 @@ from mlops_ops.lineage import monitoring
 from mlops_ops.specs.core import DatasetRef
 from mlops_ops.specs.monitoring import ScoreResult, ScoreSpec
 from mlops_ops.steps.ingest import PARQUET_OPTIONS, pandas_dtypes
+from mlops_ops.steps.progress import PROGRESS_SECONDS
 
 if TYPE_CHECKING:
     from mlops_ops.context import RunContext
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds between progress lines on a long scoring.
-PROGRESS_SECONDS = 10.0
 #: Read the input a batch at a time: pyarrow's default pre-buffering keeps every row group it has read
 #: alive until the file is closed (a 745 MB file held 712 MB at its end), so peak memory grew with the input.
 STREAMING_READ: dict[str, Any] = {"pre_buffer": False, "buffer_size": 1 << 20}

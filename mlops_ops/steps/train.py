@@ -16,6 +16,7 @@ from mlops_ops.errors import DataError, SpecError
 from mlops_ops.specs import TrainResult, TrainSpec
 from mlops_ops.steps import estimators
 from mlops_ops.steps import metrics as metric_fns
+from mlops_ops.steps.progress import heartbeat
 from mlops_ops.store import Store
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ def _fit_and_log(spec: TrainSpec, mlrun: lineage.StepRun, store: Store) -> tuple
     started = time.perf_counter()
     log.info("fitting %s on %d rows x %d features", spec.estimator, len(x), x.shape[1])
     try:
-        model.fit(x, y)
+        with heartbeat(log, f"fitting {spec.estimator.rsplit('.', 1)[-1]} on {len(x)} rows"):
+            model.fit(x, y)
     except InvalidParameterError as exc:
         # scikit-learn checks parameter values only when fitting; a bad one is the spec's fault, not a crash.
         raise SpecError(
