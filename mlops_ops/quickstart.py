@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from mlops_ops.demo.command import BATCHES, DAG_ID
 from mlops_ops.demo.command import demo as main
+from mlops_ops.demo.conf import BATCHES, DAG_ID
 from mlops_ops.demo.embedded import airflow, airflow_env, migrate
 from mlops_ops.demo.runstate import stored_results
 from mlops_ops.demo.summary import STEPS

@@ -119,7 +119,7 @@ def summary(
             lines.append(f"  champion v{ev['champion_version']} " + _metrics(ev["champion_metrics"]))
         lines.append("  decision    " + ("PASS" if ev["passed"] else "REJECT: " + "; ".join(ev["reasons"])))
     if "promote" in results:
-        from mlops_ops.demo.command import shown
+        from mlops_ops.demo.conf import shown
         from mlops_ops.demo.embedded import venv_bin
 
         cli = shown(venv_bin() / "mlops-ops")

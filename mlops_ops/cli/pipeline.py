@@ -95,7 +95,7 @@ def pipeline_init(data: str, target: str, out: Path | None, force: bool) -> None
 
 def _cli_shown() -> str:
     """This command as it can be typed from the working directory without activating anything."""
-    from mlops_ops.demo.command import shown
+    from mlops_ops.demo.conf import shown
     from mlops_ops.demo.embedded import venv_bin
 
     return shown(venv_bin() / "mlops-ops")
