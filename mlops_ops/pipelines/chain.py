@@ -1,4 +1,4 @@
-"""The ingest -> validate -> train -> evaluate -> promote chain as a reusable task group.
+"""The ingest -> validate -> train -> evaluate -> (approve ->) promote chain as a reusable task group.
 
 ``mlops_training`` and ``mlops_retraining`` both build their chain here. Every argument is a (templated)
 string, so a DAG passes Jinja that reads its params, an upstream task's output, or a literal.
@@ -21,7 +21,7 @@ LOWER_IS_BETTER = tuple(sorted({m for group in METRICS.values() for m, higher in
 
 @dataclass(frozen=True)
 class TrainingChain:
-    """The task group and its five tasks, to wire upstream and downstream of it."""
+    """The task group and its tasks, to wire upstream and downstream of it."""
 
     group: TaskGroup
     ingest: IngestOperator
@@ -75,7 +75,7 @@ def training_chain(
     prefix_group_id: bool = False,
     approval: bool | str = False,
 ) -> TrainingChain:
-    """Add the five training tasks, chained, in one task group of the DAG being defined.
+    """Add the five training tasks (and an approval, see ``approval``), chained, in one task group of the DAG.
 
     :param data_uri: CSV or Parquet to train on: a local path, ``file://`` or ``s3://`` URI. (templated)
     :param target: Target column. (templated)
