@@ -14,7 +14,7 @@ Airflow database except ``rerun``. It reports medians with the spread, in wall s
 
 ``overhead`` times mlops_training in Airflow (``python -m mlops_ops.quickstart``, what ``make demo``
 runs, excluding environment creation) against one Python process calling the five step functions,
-each on a fresh MLOPS_HOME and the same data. ``steps`` runs ingest, validate and train through the
+each on a fresh MLOPS_HOME and the same data. ``steps`` runs the five steps through the
 CLI under ``/usr/bin/time -v`` and reports wall time and peak memory of each.
 """
 
@@ -56,7 +56,8 @@ def dataset(rows: int, folder: Path) -> Path:
 
 def clean_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_", "MLOPS_"))}
-    return env | {"MLOPS_HOME": str(home)}
+    # Steps may read the benchmark's data (beside the homes, in its work folder) and the demo suite.
+    return env | {"MLOPS_HOME": str(home), "MLOPS_DATA_ROOTS": f"{home.parent}:{REPO}"}
 
 
 def plain(data: str) -> None:
@@ -279,7 +280,7 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
 @main.command()
 @click.option("--rows", default=1_000_000, show_default=True)
 def steps(rows: int) -> None:
-    """Ingest, validate and train through the CLI: wall time and peak memory of each."""
+    """Each of the five steps through the CLI, and the plain script: wall time and peak memory of each."""
     from mlops_ops.demo import SUITE_PATH
 
     work = Path(tempfile.mkdtemp(prefix="bench-steps-"))
@@ -295,7 +296,7 @@ def steps(rows: int) -> None:
 
     ingested = run("ingest", {"source": str(data), "target": "churned"})
     validated = run("validate", {"dataset": ingested, "suite": str(SUITE_PATH)})
-    run(
+    trained = run(
         "train",
         {
             "dataset": ingested,
@@ -304,6 +305,15 @@ def steps(rows: int) -> None:
             "estimator_params": {"max_iter": 100, "learning_rate": 0.1},
         },
     )
+    evaluated = run(
+        "evaluate",
+        {"dataset": ingested, "candidate": trained, "registered_model": "bench", "gates": ["roc_auc >= 0.75"]},
+    )
+    run("promote", {"evaluation": evaluated, "registered_model": "bench"})
+    seconds, mib, _ = timed(
+        [sys.executable, __file__, "plain-run", str(data)], env | {"MLOPS_HOME": str(work / "plain")}
+    )
+    results["plain script"] = {"wall_s": round(seconds, 1), "peak_rss_mib": round(mib)}
     print(json.dumps({"rows": rows, "steps": results}))
 
 

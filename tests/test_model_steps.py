@@ -102,6 +102,28 @@ def test_evaluate_then_promote_then_lineage(trained: dict[str, Any], ingested: d
     assert second["champion_metrics"]["roc_auc"] == pytest.approx(second["candidate_metrics"]["roc_auc"])
     assert second["passed"] is False
     assert "does not beat the champion's" in second["reasons"][0]
+    # The champion is this candidate's own model: its scores are the candidate's, and both are plotted.
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    assert second["champion_metrics"] == second["candidate_metrics"]
+    report = client.download_artifacts(second["mlflow_run_id"], "evaluation/report.md")
+    assert "Note: champion v1 is this candidate's model" in Path(report).read_text()
+    plots = {a.path for a in client.list_artifacts(second["mlflow_run_id"], "evaluation")}
+    assert {
+        "evaluation/roc.png",
+        "evaluation/confusion_matrix_candidate.png",
+        "evaluation/confusion_matrix_champion.png",
+    } <= plots
+
+    # Another model as the candidate: the champion is loaded and scored on the same rows.
+    other = step("train", {"dataset": ingested, "target": "churned", "estimator_params": {"max_iter": 5}})
+    third = step("evaluate", {"dataset": ingested, "candidate": other, "registered_model": MODEL})
+    assert third["champion_version"] == "1"
+    assert third["champion_metrics"] == pytest.approx(second["candidate_metrics"])
+    assert third["candidate_metrics"] != third["champion_metrics"]
+    report = client.download_artifacts(third["mlflow_run_id"], "evaluation/report.md")
+    assert "this candidate's model" not in Path(report).read_text()
 
 
 def test_failed_gate_registers_nothing(trained: dict[str, Any], ingested: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ user's own file gets, and the summary built from recorded task states and manife
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -139,6 +140,30 @@ def test_a_new_home_starts_from_a_migrated_template_instead_of_migrating(tmp_pat
     (tmp_path / "third" / "airflow.db").write_bytes((Path(second["AIRFLOW_HOME"]) / "airflow.db").read_bytes())
     migrate(third, tmp_path / "third.log", echo=said.append)
     assert not template.exists()
+
+
+@pytest.mark.slow
+def test_the_form_is_read_once_for_every_home(tmp_path: Path, monkeypatch: Any) -> None:
+    from mlops_ops.demo import params
+    from mlops_ops.demo.conf import form_fields
+
+    monkeypatch.setenv("MLOPS_AIRFLOW_TEMPLATE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "first"))
+    first = form_fields(REPO / "dags")  # a child process imports the DAG file
+    assert first["promotion_policy"].schema["enum"] == ["champion", "challenger", "approval"]
+    [cached] = (tmp_path / "cache").glob("params-mlops_training-*.json")
+    child = params.subprocess.run
+
+    def no_child(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"the form was read again: {args}")
+
+    monkeypatch.setattr(params.subprocess, "run", no_child)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "second"))
+    assert form_fields(REPO / "dags") == first  # a new home: from the cache, no child process
+    cached.write_text('{"key": ')  # cut short, as by a demo killed while writing it
+    monkeypatch.setattr(params.subprocess, "run", child)
+    assert form_fields(REPO / "dags") == first
+    assert json.loads(cached.read_text())["params"]["promotion_policy"]["default"] == "champion"
 
 
 # ------------------------------------------------------------------- the summary, from recorded state

@@ -21,11 +21,11 @@ FILE_FIELDS = ("data_uri", "suite")
 
 
 def form_fields(dags_folder: Path) -> dict[str, Any]:
-    from mlops_ops.demo.embedded import airflow_env
+    from mlops_ops.demo.embedded import airflow_env, cache_folder
     from mlops_ops.demo.params import load_fields
 
-    env = airflow_env(dags_folder)
-    return load_fields(dags_folder / f"{DAG_ID}.py", DAG_ID, env, Path(env["AIRFLOW_HOME"]))
+    # The form is read once per DAG file and Airflow version, for every home (the key says which).
+    return load_fields(dags_folder / f"{DAG_ID}.py", DAG_ID, airflow_env(dags_folder), cache_folder())
 
 
 def default_dags_folder() -> Path:

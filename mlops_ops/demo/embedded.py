@@ -100,6 +100,15 @@ def airflow(env: dict[str, str], *args: str, log: Path | None = None) -> subproc
 TEMPLATE_DIR_ENV = "MLOPS_AIRFLOW_TEMPLATE_DIR"
 
 
+def cache_folder() -> Path:
+    """What the demo keeps between homes: ``$MLOPS_AIRFLOW_TEMPLATE_DIR``, else ``$XDG_CACHE_HOME/mlops-ops``,
+    else ``~/.cache/mlops-ops``. Everything in it is keyed by what it was made from."""
+    found = os.environ.get(TEMPLATE_DIR_ENV)
+    if found:
+        return Path(found)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-ops"
+
+
 def template_path(env: dict[str, str]) -> Path | None:
     """The migrated empty database a new home of this Airflow can start from; None unless it is SQLite.
 
@@ -112,13 +121,11 @@ def template_path(env: dict[str, str]) -> Path | None:
 
     if sqlite_file(env) is None:
         return None
-    folder = os.environ.get(TEMPLATE_DIR_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mlops-ops"
-    )
+    folder = cache_folder()
     keyed = [version("apache-airflow"), env.get("AIRFLOW__CORE__DAGS_FOLDER", "")]
     keyed.append(env.get("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", ""))
     digest = hashlib.sha256("\0".join(keyed).encode()).hexdigest()[:16]
-    return Path(folder) / f"airflow-{keyed[0]}-{digest}.db"
+    return folder / f"airflow-{keyed[0]}-{digest}.db"
 
 
 def sqlite_file(env: dict[str, str]) -> Path | None:

@@ -1,17 +1,19 @@
 """A DAG's trigger form (its Params), read once and cached, and a run's ``--conf`` checked against it.
 
 Reading ``dag.params`` means importing Airflow and the DAG file (5-8 s here), so it runs in a child
-process of this virtualenv and the result is kept under ``$MLOPS_HOME``, keyed by the DAG file's bytes,
-the Airflow version and the state of the ``mlops_ops`` sources the forms are built from
-(``pipelines``, ``specs``, the demo's paths). A later
-check of a conf then takes a few milliseconds.
+process of this virtualenv and the result is kept in the demo's cache folder, shared by every home
+(:func:`mlops_ops.demo.embedded.cache_folder`), keyed by the DAG file's bytes, the Airflow version and the
+state of the ``mlops_ops`` sources the forms are built from (``pipelines``, ``specs``, the demo's paths).
+A later check of a conf, in any home, then takes a few milliseconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -98,10 +100,10 @@ def _cache_key(dag_file: Path) -> str:
 
 def load_fields(dag_file: Path, dag_id: str, env: dict[str, str], cache_dir: Path) -> dict[str, Field]:
     """The fields of ``dag_id``'s form in ``dag_file``, from the cache or a child process that imports the DAG."""
-    cache = cache_dir / f"params-{dag_id}.json"
     key = _cache_key(dag_file)
+    cache = cache_dir / f"params-{dag_id}-{key[:16]}.json"
     raw: dict[str, Any] | None = None
-    if cache.exists():
+    with contextlib.suppress(OSError, ValueError, KeyError):  # absent, unreadable or cut short: read it again
         stored = json.loads(cache.read_text())
         raw = stored["params"] if stored.get("key") == key else None
     if raw is None:
@@ -113,8 +115,11 @@ def load_fields(dag_file: Path, dag_id: str, env: dict[str, str], cache_dir: Pat
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise InfraError(f"cannot read the params of {dag_id} from {dag_file}: {last}")
         raw = json.loads(done.stdout.strip().splitlines()[-1])
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "params": raw}, indent=1))
+        with contextlib.suppress(OSError):  # a read-only cache only costs the next run this child process
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps({"key": key, "params": raw}, indent=1))
+            os.replace(partial, cache)  # whole or not at all, for demos running at once
     return {name: Field(name, item["default"], item["schema"], item.get("description")) for name, item in raw.items()}
 
 

@@ -23,7 +23,7 @@ from mlops_ops.demo.summary import Champion, Outcome, step_line
 from mlops_ops.errors import InfraError
 
 #: Seconds between two looks at the metadata database while a run goes on.
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.25
 
 
 def warm_mlflow() -> threading.Thread:

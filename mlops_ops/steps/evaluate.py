@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -19,20 +20,34 @@ from mlops_ops.store import Store
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Champion:
+    """The current holder of the champion alias, as scored on the evaluation rows."""
+
+    version: str | None = None
+    metrics: dict[str, float] | None = None
+    predictions: metric_fns.Predictions | None = None
+    note: str | None = None
+
+
 def _champion(
-    spec: EvaluateSpec, x: pd.DataFrame, y: pd.Series
-) -> tuple[str | None, dict[str, float] | None, Any, str | None]:
-    """Score the current champion on the same rows; return (version, metrics, model, note)."""
+    spec: EvaluateSpec, x: pd.DataFrame, y: pd.Series, candidate: tuple[metric_fns.Predictions, dict[str, float]]
+) -> Champion:
+    """Score the current champion on the same rows (the candidate's own scores if it is the champion)."""
     found = lineage.version_by_alias(spec.registered_model, spec.champion_alias)
     if found is None:
-        return None, None, None, f"no {spec.champion_alias} yet for {spec.registered_model!r}"
+        return Champion(note=f"no {spec.champion_alias} yet for {spec.registered_model!r}")
     version = str(found.version)
+    if found.run_id and found.run_id == spec.candidate.mlflow_run_id:
+        # The same model on the same rows: its scores are the candidate's, without loading or predicting again.
+        return Champion(version, candidate[1], candidate[0], f"champion v{version} is this candidate's model")
     try:
         model = lineage.load_model(f"models:/{spec.registered_model}/{version}")
-        return version, metric_fns.compute(spec.candidate.task, model, x, y), model, None
+        predictions, scores = metric_fns.measure(spec.candidate.task, model, x, y)
+        return Champion(version, scores, predictions)
     except (DataError, ValueError, KeyError) as exc:
         # A champion trained on another schema cannot be compared; say so instead of failing the run.
-        return version, None, None, f"champion v{version} could not be scored on these rows: {exc}"
+        return Champion(version, note=f"champion v{version} could not be scored on these rows: {exc}")
 
 
 def decide(spec: EvaluateSpec, candidate: dict[str, float], champion: dict[str, float] | None) -> list[str]:
@@ -60,8 +75,9 @@ def run(spec: EvaluateSpec, ctx: RunContext, store: Store) -> EvaluateResult:
     x, y = split_xy(frame, spec.candidate.target, None)
     candidate_model = lineage.load_model(spec.candidate.model_uri)
     x = x[_feature_names(candidate_model, x)]
-    candidate = metric_fns.compute(spec.candidate.task, candidate_model, x, y)
-    champion_version, champion, champion_model, note = _champion(spec, x, y)
+    candidate_predictions, candidate = metric_fns.measure(spec.candidate.task, candidate_model, x, y)
+    held = _champion(spec, x, y, (candidate_predictions, candidate))
+    champion_version, champion, note = held.version, held.metrics, held.note
     reasons = decide(spec, candidate, champion)
     passed = not reasons
 
@@ -93,12 +109,12 @@ def run(spec: EvaluateSpec, ctx: RunContext, store: Store) -> EvaluateResult:
             json.dumps({"passed": passed, "reasons": reasons, "candidate": candidate, "champion": champion}, indent=2),
             "evaluation/decision.json",
         )
-        _plots(mlrun, spec.candidate.task, {"candidate": candidate_model, "champion": champion_model}, x, y)
+        _plots(mlrun, spec.candidate.task, {"candidate": candidate_predictions, "champion": held.predictions}, y)
         report_uri = f"runs:/{mlrun.run_id}/evaluation/report.md"
         log.info("candidate %s", metric_fns.describe(candidate))
         if champion is not None:
             log.info("champion v%s %s", champion_version, metric_fns.describe(champion))
-        elif note:
+        if note:
             log.info("%s", note)
         log.info("decision: %s%s", "PASS" if passed else "REJECT", "" if passed else " - " + "; ".join(reasons))
         return EvaluateResult(
@@ -158,34 +174,36 @@ def _report(
     return "\n".join(lines) + "\n"
 
 
-def _plots(mlrun: lineage.StepRun, task: str, models: dict[str, Any], x: pd.DataFrame, y: pd.Series) -> None:
+def _plots(
+    mlrun: lineage.StepRun, task: str, predictions: dict[str, metric_fns.Predictions | None], y: pd.Series
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scored = {name: m for name, m in models.items() if m is not None}
+    scored = {name: p for name, p in predictions.items() if p is not None}
     if task == "classification":
         from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
-        for name, model in scored.items():
+        for name, p in scored.items():
             fig, ax = plt.subplots(figsize=(5, 4))
-            ConfusionMatrixDisplay.from_estimator(model, x, y, ax=ax, colorbar=False)
+            ConfusionMatrixDisplay.from_predictions(y, p.predicted, ax=ax, colorbar=False)
             ax.set_title(f"Confusion matrix: {name}")
             mlrun.log_figure(fig, f"evaluation/confusion_matrix_{name}.png")
             plt.close(fig)
         if y.nunique() == 2:
             fig, ax = plt.subplots(figsize=(5, 4))
-            for name, model in scored.items():
-                RocCurveDisplay.from_estimator(model, x, y, ax=ax, name=name)
+            for name, p in scored.items():
+                if p.proba is not None:
+                    RocCurveDisplay.from_predictions(y, p.proba[:, 1], pos_label=p.classes[1], ax=ax, name=name)
             ax.set_title("ROC on the evaluation partition")
             mlrun.log_figure(fig, "evaluation/roc.png")
             plt.close(fig)
         return
     fig, ax = plt.subplots(figsize=(5, 4))
-    for name, model in scored.items():
-        predicted = model.predict(x)
-        ax.scatter(predicted, y - predicted, s=6, alpha=0.5, label=name)
+    for name, p in scored.items():
+        ax.scatter(p.predicted, y - p.predicted, s=6, alpha=0.5, label=name)
     ax.axhline(0, color="grey", linewidth=1)
     ax.set_xlabel("predicted")
     ax.set_ylabel("residual")

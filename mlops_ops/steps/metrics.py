@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -10,11 +11,42 @@ import pandas as pd
 from mlops_ops.errors import DataError
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """One model's predictions on a partition: labels or values, and class probabilities for a classifier."""
+
+    predicted: np.ndarray
+    proba: np.ndarray | None = None
+    classes: list[Any] = field(default_factory=list)
+
+
+def predict(task: str, model: Any, x: pd.DataFrame) -> Predictions:
+    """Predict once; metrics and plots are computed from these arrays instead of predicting again."""
+    if task == "classification":
+        return Predictions(model.predict(x), model.predict_proba(x), list(model.classes_))
+    return Predictions(model.predict(x))
+
+
 def compute(task: str, model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, float]:
     """Compute the task's metrics; the keys match ``specs.METRICS[task]``."""
+    return measure(task, model, x, y)[1]
+
+
+def measure(task: str, model: Any, x: pd.DataFrame, y: pd.Series) -> tuple[Predictions, dict[str, float]]:
+    """The model's predictions on ``x`` and the task's metrics against ``y``."""
     if task == "classification":
-        return _classification(model, x, y)
-    return _regression(model, x, y)
+        unseen = unseen_labels(model, y)
+        if unseen:
+            raise DataError(f"labels {unseen[:10]} were not seen in training; the model knows {list(model.classes_)}")
+    predictions = predict(task, model, x)
+    return predictions, scores(task, predictions, y)
+
+
+def scores(task: str, predictions: Predictions, y: pd.Series) -> dict[str, float]:
+    """The task's metrics from predictions already made (see :func:`predict`)."""
+    if task == "classification":
+        return _classification(predictions, y)
+    return _regression(predictions, y)
 
 
 def describe(metrics: dict[str, float]) -> str:
@@ -28,15 +60,12 @@ def unseen_labels(model: Any, y: pd.Series) -> list[Any]:
     return sorted({v for v in pd.unique(y).tolist() if v not in known}, key=str)
 
 
-def _classification(model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+def _classification(p: Predictions, y: pd.Series) -> dict[str, float]:
     from sklearn import metrics
 
-    unseen = unseen_labels(model, y)
-    if unseen:
-        raise DataError(f"labels {unseen[:10]} were not seen in training; the model knows {list(model.classes_)}")
-    predicted = model.predict(x)
-    proba = model.predict_proba(x)
-    classes = list(model.classes_)
+    predicted, proba, classes = p.predicted, p.proba, p.classes
+    if proba is None:
+        raise DataError("a classifier's metrics need its class probabilities (predict_proba)")
     binary = len(classes) == 2
     average = "binary" if binary else "macro"
     pos = {"pos_label": classes[1]} if binary else {}
@@ -55,10 +84,10 @@ def _classification(model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, floa
     return {k: float(v) for k, v in out.items()}
 
 
-def _regression(model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+def _regression(p: Predictions, y: pd.Series) -> dict[str, float]:
     from sklearn import metrics
 
-    predicted = model.predict(x)
+    predicted = p.predicted
     return {
         "rmse": float(np.sqrt(metrics.mean_squared_error(y, predicted))),
         "mae": float(metrics.mean_absolute_error(y, predicted)),
