@@ -6,10 +6,11 @@
 
 ``compare`` runs, side by side and interleaved in each round, the plain one-process script (the floor),
 the same five functions as an Airflow TaskFlow DAG under ``airflow dags test`` (benchmarks/taskflow_dag.py,
-the Airflow-native baseline), and mlops_training through ``python -m mlops_ops.quickstart`` with cold step
-processes, with the warm executor starting its parent (``warm-first``), with the parent already up
+the Airflow-native baseline; ``taskflow-migrated`` starts from a database migrated beforehand), and
+mlops_training through ``python -m mlops_ops.quickstart`` with cold step processes, with the warm executor starting its parent (``warm-first``), with the parent already up
 (``warm``), and again on the unchanged data and home (``rerun``). Every variant starts from a fresh home and
-Airflow database except ``rerun``. It reports medians with the spread, in wall seconds and in CPU seconds
+Airflow database except ``rerun``; the demo's template database and form cache are made before the first
+round, outside the timings, as the TaskFlow template is. It reports medians with the spread, in wall seconds and in CPU seconds
 (the processes' own and their children's, plus what the warm parent and its forks used), with the load.
 
 ``overhead`` times mlops_training in Airflow (``python -m mlops_ops.quickstart``, what ``make demo``
@@ -149,11 +150,12 @@ def airflow_home_env(home: Path, dags: Path) -> dict[str, str]:
     }
 
 
-def taskflow_argv(data: str) -> list[str]:
+def taskflow_argv(data: str, *, migrate: bool = True) -> list[str]:
+    """``airflow dags test`` of the TaskFlow DAG, after ``airflow db migrate`` unless the home has a database."""
     script = (
         "import subprocess, sys; a = sys.argv[1]; "
-        "subprocess.run([a, 'db', 'migrate'], check=True, capture_output=True); "
-        "sys.exit(subprocess.run([a, 'dags', 'test', 'taskflow_bench', '-c', sys.argv[2]]).returncode)"
+        + ("subprocess.run([a, 'db', 'migrate'], check=True, capture_output=True); " if migrate else "")
+        + "sys.exit(subprocess.run([a, 'dags', 'test', 'taskflow_bench', '-c', sys.argv[2]]).returncode)"
     )
     return [sys.executable, "-c", script, str(BIN / "airflow"), json.dumps({"data": data})]
 
@@ -203,15 +205,38 @@ def compare(rows: int, repeat: int) -> None:
     def env_of(home: str, **extra: str) -> dict[str, str]:
         return clean_env(work / home) | {"PYTHONPATH": str(src), "MLOPS_DATA_ROOTS": str(work)} | extra
 
+    # A database migrated once, outside the timings, for the TaskFlow variant that does not migrate.
+    migrated = airflow_home_env(work / "taskflow-template", dags) | {"PYTHONPATH": str(src)}
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=migrated, check=True, capture_output=True)
+
+    prepare = (
+        "import sys; from pathlib import Path; from mlops_ops.demo.conf import form_fields; "
+        "from mlops_ops.demo.embedded import airflow_env, migrate; "
+        "dags = Path(sys.argv[1]); form_fields(dags); migrate(airflow_env(dags), Path(sys.argv[2]))"
+    )
+    prepared = env_of("prepare")
+    subprocess.run(
+        [sys.executable, "-c", prepare, str(src / "dags"), str(work / "prepare.log")],
+        cwd=src, env=prepared, check=True, capture_output=True,
+    )  # fmt: skip
+
     for attempt in range(repeat):
         warm_dir = work / f"w{attempt}"
         warm_dir.mkdir(mode=0o700)
+        (work / f"taskflowm{attempt}" / "airflow").mkdir(parents=True)
+        shutil.copy(work / "taskflow-template" / "airflow" / "airflow.db", work / f"taskflowm{attempt}" / "airflow")
         variants: list[tuple[str, list[str], dict[str, str]]] = [
             ("plain", plain_argv, env_of(f"plain{attempt}")),
             (
                 "taskflow",
                 taskflow_argv(data),
                 airflow_home_env(work / f"taskflow{attempt}", dags)
+                | {"PYTHONPATH": str(src), "MLOPS_DATA_ROOTS": str(work)},
+            ),
+            (
+                "taskflow-migrated",
+                taskflow_argv(data, migrate=False),
+                airflow_home_env(work / f"taskflowm{attempt}", dags)
                 | {"PYTHONPATH": str(src), "MLOPS_DATA_ROOTS": str(work)},
             ),
             ("mlops-cold", quickstart, env_of(f"cold{attempt}", MLOPS_WARM_EXECUTOR="0")),
