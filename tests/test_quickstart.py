@@ -249,3 +249,51 @@ def test_a_skipped_promotion_says_why() -> None:
     text = "\n".join(summary(Outcome(run("success"), tasks, results, {})))
     assert "decision    REJECT: roc_auc 0.81 is not above the champion's 0.9" in text
     assert "promote     skipped: the candidate did not pass" in text
+
+
+class RecordedRun:
+    """A metadata database that already records the run as ended with the given task states."""
+
+    def __init__(self, *states: str) -> None:
+        self.states = states
+
+    def run_after(self, dag_id: str, number: int) -> RunState:
+        return self.run(dag_id, "manual__1")
+
+    def run(self, dag_id: str, run_id: str) -> RunState:
+        return RunState(dag_id, run_id, "success" if set(self.states) == {"success"} else "failed", T0, T0)
+
+    def tasks(self, dag_id: str, run_id: str) -> dict[str, TaskState]:
+        return {f"t{i}": task(f"t{i}", state) for i, state in enumerate(self.states)}
+
+    def result(self, dag_id: str, run_id: str, task_id: str) -> None:
+        return None
+
+    def last_run_number(self, dag_id: str) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("states", "waits"),
+    [(("success", "success"), False), (("success", "failed"), True), (("success", "skipped"), True)],
+)
+def test_the_summary_does_not_wait_for_airflow_to_shut_down_after_a_successful_run(
+    tmp_path: Path, monkeypatch: Any, states: tuple[str, ...], waits: bool
+) -> None:
+    from mlops_ops.demo import run as demo_run
+
+    monkeypatch.setattr(demo_run, "MetadataDB", lambda url: RecordedRun(*states))
+    monkeypatch.setattr(demo_run, "airflow_command", lambda *args: ["sleep", "3"])  # a command still shutting down
+    left: list[subprocess.Popen[bytes]] = []
+    lines: list[str] = []
+    env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite://"}
+    started = time.monotonic()
+    run, tasks, _ = demo_run.run_dag(env, "d", {}, tmp_path / "log", lines.append, on_finished=left.append)
+    took = time.monotonic() - started
+    assert [t.state for t in tasks.values()] == list(states) and len(lines) == 2 * len(states)
+    if waits:  # a task's error line comes from the command's output, complete only once it has ended
+        assert not left and took >= 3
+    else:
+        [process] = left
+        assert process.poll() is None and took < 3 and run.state == "success"
+        process.wait()

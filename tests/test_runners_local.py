@@ -367,3 +367,31 @@ def test_a_parent_that_dies_while_starting_leaves_the_step_to_a_cold_process(tmp
         result, lines = run(LocalRunner(), invocation("ingest", {"source": str(DATA_DIR / "churn.csv")}, mlops_home))
     assert result["snapshot"]["rows"] == 5000
     assert any("the warm parent exited while starting" in line and "cold" in line for line in lines), lines[:3]
+
+
+_LEAVING = """
+import atexit, sys, threading, time
+from mlops_ops.runners.warm.child import leave
+
+atexit.register(lambda: print("atexit handler ran", file=sys.stderr))
+threading.Thread(target=lambda: (time.sleep(0.3), sys.stdout.write(" and a thread's"))).start()
+sys.stdout.write("buffered output")  # a pipe: block-buffered, lost unless flushed
+leave(None if sys.argv[1] == "None" else int(sys.argv[1]) if sys.argv[1].lstrip("-").isdigit() else sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "said"), [("None", 0, ""), ("3", 3, ""), ("-1", 255, ""), ("no model", 1, "no model\n")]
+)
+def test_a_forked_step_leaves_as_the_interpreter_would(code: str, status: int, said: str) -> None:
+    """What ``leave`` keeps of a normal exit: the exit status, joined threads, atexit handlers, flushed streams."""
+    done = subprocess.run([sys.executable, "-c", _LEAVING, code], capture_output=True, text=True, check=False)
+    normal = subprocess.run(
+        [sys.executable, "-c", _LEAVING.replace("leave(", "sys.exit("), code],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == normal.returncode == status
+    assert done.stdout == normal.stdout == "buffered output and a thread's"
+    assert done.stderr == normal.stderr == said + "atexit handler ran\n"

@@ -86,7 +86,9 @@ def run_demo(batch: str, extra: str, dags_folder: Path) -> int:
     click.echo(f"Running {DAG_ID} on {conf['data_uri']} in Airflow (about 15 s before the first step) …")
     warm_mlflow()
     with Unpausing(env, log) as unpausing:
-        run, tasks, output = run_dag(env, DAG_ID, conf, log, click.echo, on_start=unpausing.start)
+        run, tasks, output = run_dag(
+            env, DAG_ID, conf, log, click.echo, on_start=unpausing.start, on_finished=unpausing.outlive
+        )
         click.echo("")
         click.echo("\n".join(summary(outcome(env, run, tasks, output, conf, defaults))))
     settings = defaults | conf
@@ -99,12 +101,18 @@ class Unpausing:
 
     They start no run of their own when they appear; any other DAG in the folder keeps Airflow's default,
     paused. ``airflow dags unpause`` starts once the run is recorded (the DAGs are in the database then)
-    and is waited for on leaving the block, so its start-up overlaps the run instead of following it.
+    and is waited for on leaving the block, so its start-up overlaps the run instead of following it. So
+    is ``airflow dags test`` when it is still shutting down after a successful run (:meth:`outlive`): the
+    summary is read meanwhile.
     """
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
-        self.process: subprocess.Popen[bytes] | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def outlive(self, process: subprocess.Popen[bytes]) -> None:
+        """Wait for ``process`` too on leaving the block."""
+        self.processes.append(process)
 
     def start(self) -> None:
         from mlops_ops.demo.embedded import airflow_command
@@ -114,14 +122,14 @@ class Unpausing:
         if paused:
             argv = airflow_command("dags", "unpause", "--treat-dag-id-as-regex", "-y", f"^({'|'.join(paused)})$")
             with self.log.open("a") as out:
-                self.process = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+                self.processes.append(subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT))
 
     def __enter__(self) -> Unpausing:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.wait()
+        for process in self.processes:
+            process.wait()
 
 
 def prestart_steps(env: dict[str, str], conf: dict[str, Any], defaults: dict[str, Any]) -> None:

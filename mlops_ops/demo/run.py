@@ -47,10 +47,14 @@ def run_dag(
     log: Path,
     echo: Callable[[str], None],
     on_start: Callable[[], None] | None = None,
+    on_finished: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> tuple[RunState, dict[str, TaskState], str]:
     """``airflow dags test DAG -c CONF``, echoing a line per step as it starts and ends.
 
     :param on_start: called once when the run is recorded (the folder's DAGs are in the database by then).
+    :param on_finished: given the command while it is still shutting down (1-2 s after its run finished),
+        when every task succeeded: the caller reads the outcome meanwhile and must wait for it. Without
+        it, or when a task did not succeed (its error line is in the output), this waits for the command.
     :returns: the recorded run, its task instances, and the run's part of the output (for error lines).
     """
     db = MetadataDB(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
@@ -62,13 +66,18 @@ def run_dag(
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         run = _follow(db, dag_id, before, process, log, offset, echo, on_start)
+    final = (db.run(dag_id, run.run_id) or run) if run is not None else None
+    tasks = db.tasks(dag_id, final.run_id) if final is not None else {}
+    if on_finished is None or final is None or any(t.state != "success" for t in tasks.values()):
+        process.wait()
+    elif process.poll() is None:
+        on_finished(process)
     with log.open("rb") as text:
         text.seek(offset)
         output = text.read().decode("utf-8", "replace")
-    if run is None:
+    if final is None:
         raise InfraError(f"airflow dags test {dag_id} ended with code {process.returncode} without a run; see {log}")
-    final = db.run(dag_id, run.run_id) or run
-    return final, db.tasks(dag_id, final.run_id), output
+    return final, tasks, output
 
 
 def _follow(
@@ -81,7 +90,7 @@ def _follow(
     echo: Callable[[str], None],
     on_start: Callable[[], None] | None = None,
 ) -> RunState | None:
-    """Poll the database until the command ends, echoing each change of a task's state."""
+    """Poll the database until the command ends or its run has finished, echoing each change of a task's state."""
     run: RunState | None = None
     shown: dict[str, tuple[str | None, int]] = {}
     while True:
@@ -101,9 +110,18 @@ def _follow(
                         echo(step_line(replace(task, state="running"), None, None))
                     if task.state in ("running", "up_for_retry") or task.finished:
                         echo(_line(db, run, task, log, offset))
-        if ended:
+        if ended or (run is not None and _run_over(db, run, shown)):
             return run
         time.sleep(POLL_SECONDS)
+
+
+def _run_over(db: MetadataDB, run: RunState, shown: dict[str, tuple[str | None, int]]) -> bool:
+    """Whether the run is recorded as finished, with every task's final state already echoed."""
+    now = db.run(run.dag_id, run.run_id)
+    if now is None or now.state not in ("success", "failed"):
+        return False
+    tasks = db.tasks(run.dag_id, run.run_id)
+    return all(t.finished and shown.get(t.task_id) == (t.state, t.try_number) for t in tasks.values())
 
 
 def _line(db: MetadataDB, run: RunState, task: TaskState, log: Path, offset: int) -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import io
 import logging
 import os
 import signal
 import sys
 import tempfile
+import threading
+from typing import NoReturn
 
 from mlops_ops.runners.warm.config import log
 from mlops_ops.runners.warm.protocol import Request
@@ -49,3 +53,28 @@ def _stream(fd: int, errors: str) -> io.TextIOWrapper:
     """A text stream on ``fd`` as ``PYTHONUNBUFFERED=1`` gives a fresh interpreter."""
     raw = open(fd, "wb", buffering=0, closefd=False)  # noqa: SIM115
     return io.TextIOWrapper(raw, encoding="utf-8", errors=errors, line_buffering=False, write_through=True)
+
+
+def leave(code: object) -> NoReturn:
+    """End the step as the interpreter ends a process, less the tear-down of the heap shared with the parent.
+
+    ``code`` is what ``SystemExit`` carried. As at a normal exit, the step's non-daemon threads are
+    joined, its ``atexit`` handlers run (logging's flush, MLflow's run end) and its streams are flushed;
+    then ``os._exit``, as the forked children of ``multiprocessing`` end. Freeing the objects inherited from
+    the warm parent one by one would write to every page they share (copying it) and cost 0.2-0.5 s a step.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # what the interpreter does with sys.exit("message")
+        print(code, file=sys.stderr)
+        status = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken stream: nothing more can be said on it
+            stream.flush()
+    os._exit(status & 0xFF)

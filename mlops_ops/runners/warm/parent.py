@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_ops.runners.warm.child import become_step
+from mlops_ops.runners.warm.child import become_step, leave
 from mlops_ops.runners.warm.config import PRELOAD, log
 from mlops_ops.runners.warm.protocol import Request, receive_request, send_message
 
@@ -212,4 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     become_step(request)
     from mlops_ops.cli import main as cli_main
 
-    cli_main(args=request.argv[1:], prog_name=Path(request.argv[0]).name)
+    try:
+        cli_main(args=request.argv[1:], prog_name=Path(request.argv[0]).name)
+    except SystemExit as exc:
+        leave(exc.code)
+    leave(0)
