@@ -96,6 +96,12 @@ def test_the_three_pipelines_are_defined(bag: Any) -> None:
     assert {"mlops_training", "mlops_scoring", "mlops_retraining"} <= set(bag.dag_ids)
 
 
+def render(template: str, params: dict[str, Any]) -> str:
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment().from_string(template).render(params=params)
+
+
 def test_training_and_retraining_share_one_chain(bag: Any) -> None:
     chain = {("ingest", "validate"), ("validate", "train"), ("train", "evaluate"), ("evaluate", "promote")}
     chain |= {("evaluate", "approve"), ("approve", "promote")}  # the approval, waiting only under its policy
@@ -106,10 +112,17 @@ def test_training_and_retraining_share_one_chain(bag: Any) -> None:
         assert dag.task_dict["promote"].task_group.group_id == "training"
         assert dag.task_dict["approve"].policy == "{{ params.promotion_policy }}"
         assert "approval" in dag.params.get_param("promotion_policy").schema["enum"]
-        assert [str(g) for g in dag.task_dict["evaluate"].gates] == [
-            "{{ params.gate_metric }} {{ '<=' if params.gate_metric in ['log_loss', 'mae', 'rmse'] else '>=' }}"
-            " {{ params.gate_threshold }}"
-        ]
+        evaluate = dag.task_dict["evaluate"]
+        [gate] = evaluate.gates
+        # The form's empty gate fields stand for the task's gate; a given metric keeps its direction.
+        for params, gated in (
+            ({"task": "classification", "gate_metric": "", "gate_threshold": None}, ("roc_auc >= 0.75", "roc_auc")),
+            ({"task": "regression", "gate_metric": "", "gate_threshold": None}, ("r2 >= 0.0", "r2")),
+            ({"task": "regression", "gate_metric": "rmse", "gate_threshold": 30}, ("rmse <= 30", "rmse")),
+            ({"task": "classification", "gate_metric": "f1", "gate_threshold": 0}, ("f1 >= 0", "f1")),
+        ):
+            rendered = (render(str(gate), params), render(evaluate.compare_metric, params))
+            assert rendered == gated
     # The training form is the same in both (retraining adds the gate's fields).
     assert set(training.params) | {"cooldown_hours", "min_rows", "force"} == set(retraining.params)
 

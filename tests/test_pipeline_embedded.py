@@ -129,3 +129,24 @@ def test_a_rerun_after_drift_reports_the_real_champion(home: Path, first: subpro
     assert ("took @champion" in promote[0]) == (now != after_drift)
     versions = sorted(str(v.version) for v in client(home).search_model_versions(f"name = '{MODEL}'"))
     assert versions == sorted({"1", after_drift})  # the base training is reused: no new version
+
+
+def test_a_regression_table_from_outside_the_project_trains_with_the_task_defaults(tmp_path: Path) -> None:
+    """scikit-learn's diabetes table (442 patients, a real study) as a user's CSV: only target and task given."""
+    from sklearn.datasets import load_diabetes
+
+    data = tmp_path / "data" / "diabetes.csv"
+    data.parent.mkdir()
+    load_diabetes(as_frame=True, scaled=False).frame.to_csv(data, index=False)
+    home = tmp_path / "home"
+    conf = '{"target": "target", "task": "regression", "registered_model": "diabetes"}'
+    done = quickstart(home, "--data", str(data), "--conf", conf)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "  train     success " in done.stdout and "HistGradientBoostingRegressor" in done.stdout
+    assert "  promote     diabetes v1 took @champion: passed gates, first champion (r2=" in done.stdout
+    run_id, tasks = last_run(home)
+    assert {t.state for t in tasks.values()} == {"success"}
+    evaluation = airflow_db(home).result("mlops_training", run_id, "evaluate")
+    assert evaluation is not None and evaluation["passed"] and evaluation["compare_metric"] == "r2"
+    recorded = lineage("diabetes", clean_env(MLOPS_HOME=str(home)))
+    assert recorded["training"]["estimator"] == "sklearn.ensemble.HistGradientBoostingRegressor"

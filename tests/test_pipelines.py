@@ -57,7 +57,7 @@ def test_training_chain_builds_five_chained_tasks_in_a_group(airflow_db: Path, t
     assert dag.task_dict["retrain.promote"].upstream_task_ids == {"retrain.evaluate"}
     # rmse is an error metric in specs.METRICS: the gate compares with <=.
     evaluate = dag.task_dict["retrain.evaluate"]
-    assert evaluate.gates == ["rmse {{ '<=' if 'rmse' in ['log_loss', 'mae', 'rmse'] else '>=' }} 3"]
+    assert evaluate.gates == ["rmse {{ '<=' if ('rmse') in ['log_loss', 'mae', 'rmse'] else '>=' }} 3"]
 
 
 @pytest.mark.slow

@@ -43,7 +43,9 @@ def test_help_lists_every_field_of_the_trigger_form(home: Path) -> None:
     for line in (
         'target            a string; default "churned"',
         'task              one of "classification", "regression"; default "classification"',
-        "gate_threshold    a number; default 0.75",
+        "gate_threshold    null or a number; default null (Minimum (or maximum, for error metrics) the candidate",
+        'estimator         a string; default "" (Import path of a scikit-learn estimator; empty for the task',
+        'gate_metric       one of "", "roc_auc", ',
         'promotion_policy  one of "champion", "challenger", "approval"; default "champion"',
     ):
         assert line in done.stdout
@@ -57,7 +59,7 @@ def test_help_lists_every_field_of_the_trigger_form(home: Path) -> None:
         ('{"targt": "species"}', "--conf has an unknown key 'targt': did you mean 'target'? mlops_training accepts"),
         (
             '{"gate_threshold": "high"}',
-            """--conf key 'gate_threshold' (Gate threshold) must be a number, not "high\"""",
+            """--conf key 'gate_threshold' (Gate threshold) must be null or a number, not "high\"""",
         ),
         (
             '{"task": "clasification"}',
@@ -297,3 +299,22 @@ def test_the_summary_does_not_wait_for_airflow_to_shut_down_after_a_successful_r
         [process] = left
         assert process.poll() is None and took < 3 and run.state == "success"
         process.wait()
+
+
+def test_a_task_that_fails_before_its_step_runs_still_gets_its_error_line() -> None:
+    from mlops_ops.demo.run import task_error
+
+    output = "\n".join([
+        "[DAG TEST] starting task_id=train map_index=-1",
+        "ValueError: not this one: it was train's",
+        "[DAG TEST] end task task_id=train map_index=-1",
+        "[DAG TEST] starting task_id=evaluate map_index=-1",
+        "Traceback (most recent call last):",
+        "airflow.sdk.exceptions.AirflowFailException: invalid evaluate spec: (spec): unknown metric 'roc_auc'",
+        "[DAG TEST] end task task_id=evaluate map_index=-1",
+        "[...] AirflowFailException: step promote failed: PromotionRejected: candidate rejected by evaluation",
+    ])  # fmt: skip
+    assert task_error(output, "evaluate") == "invalid evaluate spec: (spec): unknown metric 'roc_auc'"
+    assert task_error(output, "promote") == "PromotionRejected: candidate rejected by evaluation"
+    assert task_error(output, "train") == "not this one: it was train's"
+    assert task_error(output, "ingest") is None

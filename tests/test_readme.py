@@ -151,7 +151,8 @@ def test_the_readme_error_lines_are_the_real_ones(
     # A step's own error line; the demo shows its message on the failed step's line.
     validation = next(q for q in quoted if "ValidationFailed" in q).removesuffix(" ...")
     assert validation.removeprefix("mlops-ops: error: ") in ran["make demo DATA=corrupt"].stdout
-    assert "gate_threshold    a number; default 0.75" in shell(copy, ".venv/bin/mlops-ops demo --help", own_file).stdout
+    helped = shell(copy, ".venv/bin/mlops-ops demo --help", own_file).stdout
+    assert "gate_threshold    null or a number; default null (" in helped and "0.75 for roc_auc, 0.0 for r2" in helped
 
 
 # ------------------------------------------------------------------------------------------------- UIs

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 
+from mlops_ops.specs import DEFAULT_ESTIMATORS
+
 CLASSIFIERS: frozenset[str] = frozenset(
     {
         "sklearn.calibration.CalibratedClassifierCV",
@@ -120,10 +122,7 @@ REGRESSORS: frozenset[str] = frozenset(
 )
 
 #: The estimator ``pipeline init`` and a file that names none start from, per task.
-DEFAULTS = {
-    "classification": "sklearn.ensemble.HistGradientBoostingClassifier",
-    "regression": "sklearn.ensemble.HistGradientBoostingRegressor",
-}
+DEFAULTS = DEFAULT_ESTIMATORS
 _BY_TASK = {"classification": (CLASSIFIERS, "classifier"), "regression": (REGRESSORS, "regressor")}
 
 

@@ -83,7 +83,7 @@ def run_demo(batch: str, extra: str, dags_folder: Path) -> int:
     conf = starting_suite(own_model(conf), defaults, env)
     prestart_steps(env, conf, defaults)
     migrate(env, log, echo=click.echo)
-    click.echo(f"Running {DAG_ID} on {conf['data_uri']} in Airflow (about 15 s before the first step) …")
+    click.echo(f"Running {DAG_ID} on {conf['data_uri']} in Airflow (the first step starts in about 10 s) …")
     warm_mlflow()
     with Unpausing(env, log) as unpausing:
         run, tasks, output = run_dag(

@@ -9,6 +9,7 @@ line in the run's own output (the operator raises ``step NAME failed: <the step'
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ from mlops_ops.demo.embedded import airflow_command
 from mlops_ops.demo.runstate import MetadataDB, RunState, TaskState
 from mlops_ops.demo.summary import Champion, Outcome, step_line
 from mlops_ops.errors import InfraError
+from mlops_ops.specs import DEFAULT_GATES
 
 #: Seconds between two looks at the metadata database while a run goes on.
 POLL_SECONDS = 0.25
@@ -137,13 +139,28 @@ def _output(log: Path, offset: int) -> str:
 
 
 def task_error(output: str, task_id: str) -> str | None:
-    """The one-line error of a failed or skipped step: the message of the exception its operator raised."""
+    """The one-line error of a failed or skipped step: the message of the exception its operator raised.
+
+    A step that ran says ``step NAME failed: <its error>``; a task that failed before its step started (a
+    spec the operator refused, say) is known by the last exception line between its start and its end.
+    """
     marker = f"step {task_id} failed: "
     found = None
     for line in output.splitlines():
         if "Exception: " + marker in line:
             found = line.split(marker, 1)[1].strip()
+    if found is None:
+        starts = output.rsplit(f"[DAG TEST] starting task_id={task_id} ", 1)
+        section = starts[1].split(f"[DAG TEST] end task task_id={task_id} ", 1)[0] if len(starts) == 2 else ""
+        for line in section.splitlines():
+            raised = _RAISED.match(line)
+            if raised:
+                found = raised[1].strip()
     return found
+
+
+#: The last line of a traceback: ``package.module.SomeError: message``.
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Exception|Error): (.+)$")
 
 
 def outcome(
@@ -168,7 +185,8 @@ def outcome(
         str(settings.get("promotion_policy", "champion")),
         (results.get("evaluate") or {}).get("champion_version"),
     )
-    return Outcome(run, tasks, results, errors, champion, str(settings.get("gate_metric", "roc_auc")))
+    gate_metric = settings.get("gate_metric") or DEFAULT_GATES[str(settings.get("task") or "classification")][0]
+    return Outcome(run, tasks, results, errors, champion, str(gate_metric))
 
 
 def read_champion(model: str, alias: str, compared: str | None) -> Champion | None:

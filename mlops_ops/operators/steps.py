@@ -70,7 +70,8 @@ class TrainOperator(MlopsStepOperator):
     :param dataset: The ingest result (``ingest.output``); its train partition is used. (templated)
     :param target: Target column. (templated)
     :param task: ``classification`` or ``regression``. (templated)
-    :param estimator: Import path of the estimator, e.g. ``sklearn.linear_model.LogisticRegression``. (templated)
+    :param estimator: Import path of the estimator, e.g. ``sklearn.linear_model.LogisticRegression``; empty for
+        the task's default (``specs.DEFAULT_ESTIMATORS``). (templated)
     :param estimator_params: Estimator parameters. (templated)
     :param features: Feature columns; default all but the target. (templated)
     :param seed: Random seed. (templated)
@@ -100,7 +101,7 @@ class TrainOperator(MlopsStepOperator):
         dataset: Any,
         target: str,
         task: str = "classification",
-        estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier",
+        estimator: str = "",
         estimator_params: dict[str, Any] | str | None = None,
         features: list[str] | None = None,
         seed: int | str = 42,

@@ -13,7 +13,7 @@ from airflow.sdk import TaskGroup
 
 from mlops_ops.operators import EvaluateOperator, IngestOperator, PromoteOperator, TrainOperator, ValidateOperator
 from mlops_ops.operators.approval import APPROVAL_POLICY, ApprovedPromoteOperator, PromotionApprovalOperator
-from mlops_ops.specs import METRICS
+from mlops_ops.specs import DEFAULT_GATES, METRICS
 
 #: Metrics where a lower value is better, derived from the one table of metric directions.
 LOWER_IS_BETTER = tuple(sorted({m for group in METRICS.values() for m, higher in group.items() if not higher}))
@@ -54,7 +54,46 @@ def gate_expression(metric: str, threshold: str) -> str:
     :param threshold: The threshold (templated), e.g. ``"{{ params.gate_threshold }}"``.
     """
     bare = _expression(metric)
-    return f"{metric} {{{{ '<=' if {bare} in {list(LOWER_IS_BETTER)!r} else '>=' }}}} {threshold}"
+    return f"{metric} {{{{ '<=' if ({bare}) in {list(LOWER_IS_BETTER)!r} else '>=' }}}} {threshold}"
+
+
+def task_gate(metric: str, threshold: str, task: str) -> tuple[str, str]:
+    """The gate's metric and threshold, each the task's default (``DEFAULT_GATES``) when empty.
+
+    Given values are kept as they are; a templated one that may render empty (a form's field) becomes a
+    template that falls back to the task's default at render time.
+
+    :param metric: The metric, e.g. ``"{{ params.gate_metric }}"``; empty or none for the task's.
+    :param threshold: The threshold, e.g. ``"{{ params.gate_threshold }}"``; empty or none for the task's.
+    :param task: The task, e.g. ``"{{ params.task }}"``.
+    """
+    if _templated(task):
+        bare = _expression(task)
+        default_metric = f"{ {name: gate[0] for name, gate in DEFAULT_GATES.items()}!r}[{bare}]"
+        default_threshold = f"{ {name: gate[1] for name, gate in DEFAULT_GATES.items()}!r}[{bare}]"
+    elif task in DEFAULT_GATES:
+        default_metric, default_threshold = repr(DEFAULT_GATES[task][0]), repr(DEFAULT_GATES[task][1])
+    else:
+        raise ValueError(f"task must be one of {sorted(DEFAULT_GATES)}, not {task!r}")
+    if not _templated(metric):
+        metric = metric or _expression_value(default_metric, task)
+    else:
+        metric = f"{{{{ ({_expression(metric)}) or {default_metric} }}}}"
+    if not _templated(threshold):
+        threshold = threshold or _expression_value(default_threshold, task)
+    else:
+        bare = _expression(threshold)
+        threshold = f"{{{{ {default_threshold} if ({bare}) is none or ({bare}) == '' else ({bare}) }}}}"
+    return metric, threshold
+
+
+def _templated(value: str) -> bool:
+    return value.startswith("{{")
+
+
+def _expression_value(expression: str, task: str) -> str:
+    """A default's literal text, or a template of it when the task is known only at render time."""
+    return expression.strip("'") if not _templated(task) else f"{{{{ {expression} }}}}"
 
 
 def training_chain(
@@ -63,11 +102,11 @@ def training_chain(
     target: str,
     registered_model: str,
     task: str = "classification",
-    estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier",
+    estimator: str = "",
     estimator_params: str | dict[str, Any] = "{{ params.estimator_params }}",
     suite: str,
-    gate_metric: str = "roc_auc",
-    gate_threshold: str = "0.75",
+    gate_metric: str = "",
+    gate_threshold: str = "",
     min_improvement: str = "0.0",
     alias: str = "champion",
     runner: str = "local",
@@ -81,11 +120,13 @@ def training_chain(
     :param target: Target column. (templated)
     :param registered_model: Registered model whose champion is compared and whose alias moves. (templated)
     :param task: ``classification`` or ``regression``. (templated)
-    :param estimator: Import path of the estimator. (templated)
+    :param estimator: Import path of the estimator; empty for the task's default. (templated)
     :param estimator_params: Estimator parameters; a Jinja string renders natively to a mapping. (templated)
     :param suite: Path or URI of the expectation suite. (templated)
-    :param gate_metric: Metric gated and compared with the champion. (templated)
-    :param gate_threshold: Minimum (maximum, for error metrics) the candidate must reach. (templated)
+    :param gate_metric: Metric gated and compared with the champion; empty for the task's (``DEFAULT_GATES``:
+        roc_auc for classification, r2 for regression). (templated)
+    :param gate_threshold: Minimum (maximum, for error metrics) the candidate must reach; empty for the task's
+        (0.75 for roc_auc, 0.0 for r2). (templated)
     :param min_improvement: Margin over the champion. (templated)
     :param alias: Alias moved on promotion (``champion`` or ``challenger``). (templated)
     :param runner: ``local`` or ``kubernetes``. (templated)
@@ -97,6 +138,7 @@ def training_chain(
         (the ``promotion_policy`` form field); ``False`` adds no approval task.
     """
     common: dict[str, Any] = {"runner": runner}
+    gate = task_gate(gate_metric, gate_threshold, task)
     with TaskGroup(
         group_id, prefix_group_id=prefix_group_id, tooltip="ingest, validate, train, evaluate, promote"
     ) as group:
@@ -117,8 +159,8 @@ def training_chain(
             dataset=ingest.output,
             candidate=train.output,
             registered_model=registered_model,
-            gates=[gate_expression(gate_metric, gate_threshold)],
-            compare_metric=gate_metric,
+            gates=[gate_expression(*gate)],
+            compare_metric=gate[0],
             min_improvement=min_improvement,
             **common,
         )

@@ -53,10 +53,11 @@ def training_params(*, data_uri: str | None = None, registered_model: str = "chu
         "target": Param("churned", type="string", title="Target column"),
         "task": Param("classification", enum=["classification", "regression"], title="Task type"),
         "estimator": Param(
-            ESTIMATORS[0],
+            "",
             type="string",
             title="Estimator",
-            description="Import path of a scikit-learn estimator.",
+            description="Import path of a scikit-learn estimator; empty for the task's default "
+            "(HistGradientBoostingClassifier or HistGradientBoostingRegressor).",
             examples=ESTIMATORS,
         ),
         "estimator_params": Param(
@@ -71,12 +72,18 @@ def training_params(*, data_uri: str | None = None, registered_model: str = "chu
             title="Expectation suite",
             description="Path or URI of the Great Expectations suite (JSON).",
         ),
-        "gate_metric": Param("roc_auc", enum=metrics, title="Gate metric"),
+        "gate_metric": Param(
+            "",
+            enum=["", *metrics],
+            title="Gate metric",
+            description="Empty for the task's: roc_auc for classification, r2 for regression.",
+        ),
         "gate_threshold": Param(
-            0.75,
-            type="number",
+            None,
+            type=["null", "number"],
             title="Gate threshold",
-            description="Minimum (or maximum, for error metrics) the candidate must reach.",
+            description="Minimum (or maximum, for error metrics) the candidate must reach; empty for the task's "
+            "(0.75 for roc_auc, 0.0 for r2).",
         ),
         "min_improvement": Param(
             0.0,

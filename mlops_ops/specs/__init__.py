@@ -9,6 +9,8 @@ from __future__ import annotations
 from mlops_ops.specs.core import (
     ALL_METRICS,
     DEFAULT_COMPARE_METRIC,
+    DEFAULT_ESTIMATORS,
+    DEFAULT_GATES,
     METRICS,
     DatasetRef,
     EvaluateResult,
@@ -33,6 +35,8 @@ from mlops_ops.specs.core import (
 __all__ = [
     "ALL_METRICS",
     "DEFAULT_COMPARE_METRIC",
+    "DEFAULT_ESTIMATORS",
+    "DEFAULT_GATES",
     "METRICS",
     "DatasetRef",
     "EvaluateResult",

@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mlops_ops.errors import SpecError
 
 TaskType = Literal["classification", "regression"]
+#: The estimator a training that names none uses, per task.
+DEFAULT_ESTIMATORS = {
+    "classification": "sklearn.ensemble.HistGradientBoostingClassifier",
+    "regression": "sklearn.ensemble.HistGradientBoostingRegressor",
+}
 
 #: Metrics each task type computes, and whether a higher value is better.
 METRICS: dict[str, dict[str, bool]] = {
@@ -32,6 +37,8 @@ METRICS: dict[str, dict[str, bool]] = {
 ALL_METRICS = {name for group in METRICS.values() for name in group}
 #: The metric compared with the champion when neither a compare metric nor a gate names one.
 DEFAULT_COMPARE_METRIC = {"classification": "roc_auc", "regression": "rmse"}
+#: The gate a training form that names none applies, per task: metric and threshold.
+DEFAULT_GATES: dict[str, tuple[str, float]] = {"classification": ("roc_auc", 0.75), "regression": ("r2", 0.0)}
 
 _ESTIMATOR_PATH = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -196,7 +203,7 @@ class TrainSpec(StepSpec):
     dataset: DatasetRef
     target: str = Field(min_length=1)
     task: TaskType = "classification"
-    estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier"
+    estimator: str = Field(default="", description="Import path; empty: the task's (DEFAULT_ESTIMATORS).")
     estimator_params: dict[str, Any] = Field(default_factory=dict)
     features: list[str] | None = Field(default=None, description="Feature columns; default all but target.")
     seed: int = 42
@@ -219,6 +226,8 @@ class TrainSpec(StepSpec):
 
     @model_validator(mode="after")
     def _check_estimator(self) -> TrainSpec:
+        if not self.estimator:
+            self.estimator = DEFAULT_ESTIMATORS[self.task]
         check_estimator_path(self.estimator)
         if self.validation is not None and not self.validation.success:
             raise ValueError("the dataset failed validation; refusing to train on it")
