@@ -127,6 +127,17 @@ def test_training_and_retraining_share_one_chain(bag: Any) -> None:
     assert set(training.params) | {"cooldown_hours", "min_rows", "force"} == set(retraining.params)
 
 
+def test_a_literal_task_gets_its_default_gate_literally() -> None:
+    from mlops_ops.pipelines.chain import task_gate
+
+    assert task_gate("", "", "regression") == ("r2", "0.0")
+    assert task_gate("", "", "classification") == ("roc_auc", "0.75")
+    assert task_gate("rmse", "3", "regression") == ("rmse", "3")
+    assert task_gate("{{ params.m }}", "", "regression") == ("{{ (params.m) or 'r2' }}", "0.0")
+    with pytest.raises(ValueError, match="task must be one of"):
+        task_gate("", "", "clustering")
+
+
 def test_metric_directions_come_from_the_metrics_table() -> None:
     from mlops_ops.pipelines.chain import LOWER_IS_BETTER
     from mlops_ops.specs import METRICS

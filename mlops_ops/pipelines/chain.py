@@ -67,33 +67,28 @@ def task_gate(metric: str, threshold: str, task: str) -> tuple[str, str]:
     :param threshold: The threshold, e.g. ``"{{ params.gate_threshold }}"``; empty or none for the task's.
     :param task: The task, e.g. ``"{{ params.task }}"``.
     """
-    if _templated(task):
+    if _templated(task):  # the task is known at render time: the defaults are looked up then
         bare = _expression(task)
-        default_metric = f"{ {name: gate[0] for name, gate in DEFAULT_GATES.items()}!r}[{bare}]"
-        default_threshold = f"{ {name: gate[1] for name, gate in DEFAULT_GATES.items()}!r}[{bare}]"
+        metric_of = f"{ {name: gate[0] for name, gate in DEFAULT_GATES.items()}!r}[{bare}]"
+        threshold_of = f"{ {name: gate[1] for name, gate in DEFAULT_GATES.items()}!r}[{bare}]"
+        plain_metric, plain_threshold = f"{{{{ {metric_of} }}}}", f"{{{{ {threshold_of} }}}}"
     elif task in DEFAULT_GATES:
-        default_metric, default_threshold = repr(DEFAULT_GATES[task][0]), repr(DEFAULT_GATES[task][1])
+        plain_metric, plain_threshold = DEFAULT_GATES[task][0], str(DEFAULT_GATES[task][1])
+        metric_of, threshold_of = repr(plain_metric), plain_threshold
     else:
         raise ValueError(f"task must be one of {sorted(DEFAULT_GATES)}, not {task!r}")
-    if not _templated(metric):
-        metric = metric or _expression_value(default_metric, task)
-    else:
-        metric = f"{{{{ ({_expression(metric)}) or {default_metric} }}}}"
-    if not _templated(threshold):
-        threshold = threshold or _expression_value(default_threshold, task)
-    else:
+    if _templated(metric):
+        metric = f"{{{{ ({_expression(metric)}) or {metric_of} }}}}"
+    metric = metric or plain_metric
+    if _templated(threshold):
         bare = _expression(threshold)
-        threshold = f"{{{{ {default_threshold} if ({bare}) is none or ({bare}) == '' else ({bare}) }}}}"
+        threshold = f"{{{{ {threshold_of} if ({bare}) is none or ({bare}) == '' else ({bare}) }}}}"
+    threshold = threshold or plain_threshold
     return metric, threshold
 
 
 def _templated(value: str) -> bool:
     return value.startswith("{{")
-
-
-def _expression_value(expression: str, task: str) -> str:
-    """A default's literal text, or a template of it when the task is known only at render time."""
-    return expression.strip("'") if not _templated(task) else f"{{{{ {expression} }}}}"
 
 
 def training_chain(
