@@ -121,8 +121,6 @@ REGRESSORS: frozenset[str] = frozenset(
     }
 )
 
-#: The estimator ``pipeline init`` and a file that names none start from, per task.
-DEFAULTS = DEFAULT_ESTIMATORS
 _BY_TASK = {"classification": (CLASSIFIERS, "classifier"), "regression": (REGRESSORS, "regressor")}
 
 
@@ -137,5 +135,5 @@ def problem(path: str, task: str) -> str | None:
     if path in other_known:
         return f"{path!r} is a {other_kind}, but the task is {task}; use a {kind} or change 'task'"
     close = difflib.get_close_matches(path, sorted(known), n=1, cutoff=0.8)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; e.g. {DEFAULTS[task]!r}"
+    hint = f"; did you mean {close[0]!r}?" if close else f"; e.g. {DEFAULT_ESTIMATORS[task]!r}"
     return f"{path!r} is not a scikit-learn {kind}{hint}"

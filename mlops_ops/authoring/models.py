@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlops_ops.authoring import estimators
-from mlops_ops.specs import METRICS, Gate, TaskType
+from mlops_ops.specs import DEFAULT_ESTIMATORS, METRICS, Gate, TaskType
 
 Loc = tuple[str | int, ...]
 
@@ -231,7 +231,7 @@ class TrainingPipeline(Pipeline):
 
     @property
     def estimator_path(self) -> str:
-        return self.estimator or estimators.DEFAULTS[self.task]
+        return self.estimator or DEFAULT_ESTIMATORS[self.task]
 
     def check(self) -> list[tuple[Loc, str]]:
         found = super().check()

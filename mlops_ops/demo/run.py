@@ -101,8 +101,9 @@ def _follow(
             run = db.run_after(dag_id, before)
             if run is not None and on_start is not None:
                 on_start()
+        tasks = db.tasks(dag_id, run.run_id) if run is not None else {}
         if run is not None:
-            for task in db.tasks(dag_id, run.run_id).values():
+            for task in tasks.values():
                 if shown.get(task.task_id) != (task.state, task.try_number) and task.state is not None:
                     previous = shown.get(task.task_id)
                     shown[task.task_id] = (task.state, task.try_number)
@@ -112,17 +113,18 @@ def _follow(
                         echo(step_line(replace(task, state="running"), None, None))
                     if task.state in ("running", "up_for_retry") or task.finished:
                         echo(_line(db, run, task, log, offset))
-        if ended or (run is not None and _run_over(db, run, shown)):
+        if ended or (run is not None and _run_over(db, run, tasks, shown)):
             return run
         time.sleep(POLL_SECONDS)
 
 
-def _run_over(db: MetadataDB, run: RunState, shown: dict[str, tuple[str | None, int]]) -> bool:
-    """Whether the run is recorded as finished, with every task's final state already echoed."""
+def _run_over(
+    db: MetadataDB, run: RunState, tasks: dict[str, TaskState], shown: dict[str, tuple[str | None, int]]
+) -> bool:
+    """Whether the run is recorded as finished, with every task's final state (``tasks``) already echoed."""
     now = db.run(run.dag_id, run.run_id)
     if now is None or now.state not in ("success", "failed"):
         return False
-    tasks = db.tasks(run.dag_id, run.run_id)
     return all(t.finished and shown.get(t.task_id) == (t.state, t.try_number) for t in tasks.values())
 
 

@@ -35,7 +35,7 @@ class TrainingChain:
 
 def _expression(value: str) -> str:
     """A Jinja expression for ``value``: the inside of ``{{ ... }}``, else the literal quoted."""
-    return value.removeprefix("{{").removesuffix("}}").strip() if value.startswith("{{") else repr(value)
+    return value.removeprefix("{{").removesuffix("}}").strip() if _templated(value) else repr(value)
 
 
 def policy_alias(policy: str) -> str:
