@@ -20,7 +20,14 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 
-from mlops_ops.pipelines import form_training_chain, inbox_asset, policy_alias, retrain_request, training_params
+from mlops_ops.pipelines import (
+    force_param,
+    form_training_chain,
+    inbox_asset,
+    policy_alias,
+    retrain_request,
+    training_params,
+)
 from mlops_ops.pipelines.assets import MACROS
 from mlops_ops.pipelines.tasks import GateOperator
 
@@ -59,7 +66,7 @@ with DAG(
             description="No training within this many hours of the model's last training or promotion.",
         ),
         "min_rows": Param(0, type="integer", minimum=0, title="Minimum new rows", description="0: no minimum."),
-        "force": Param(False, type="boolean", title="Force", description="Train whatever the gate would say."),
+        "force": force_param("Train whatever the gate would say, running every step again."),
     },
 ) as dag:
     gate = GateOperator(

@@ -35,6 +35,8 @@ CACHED_STEPS = {"ingest": ("source",), "validate": ("suite",), "train": ()}
 #: Libraries whose version can change a cached step's result.
 _LIBRARIES = ("mlops-ops", "scikit-learn", "pandas", "pyarrow", "great-expectations", "mlflow")
 _FORMAT = 1
+#: XCom key under which a task that reused a result says whose: ``pipeline P run R (try N, manifest URI)``.
+REUSED_XCOM = "reused_from"
 
 
 @dataclass
@@ -46,6 +48,8 @@ class Lookup:
     result: dict[str, Any] | None = None
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     reason: str = ""
+    #: The run whose result is reused: ``pipeline P run R (try N, manifest URI)``.
+    origin: str = ""
 
 
 def _stat(path: str) -> dict[str, Any]:
@@ -65,6 +69,8 @@ def _versions() -> dict[str, str]:
 
 def cache_key(step: str, spec: dict[str, Any], root: str, tracking: str) -> str:
     """Identity of a step's result: step, canonical spec, tracking URI, artifact root, library versions."""
+    # train's refit (set by force) decides whether the step fits again, not what the result is.
+    spec = {k: v for k, v in spec.items() if not (step == "train" and k == "refit")}
     basis = {"step": step, "spec": spec, "tracking": tracking, "root": root, "versions": _versions()}
     return hashlib.sha256(json.dumps(basis, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -116,7 +122,8 @@ def _lookup(invocation: StepInvocation, root: str, force: bool) -> Lookup:
     found.reason = _stale(entry, found.inputs, store)
     if not found.reason:
         found.result = _as_reused(step, entry["result"])
-        found.reason = f"reused {step} result from {entry['from']}"
+        found.origin = entry["from"]
+        found.reason = f"reused {step} result from {found.origin}"
     return found
 
 

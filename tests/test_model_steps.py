@@ -71,6 +71,16 @@ def test_identical_training_is_reused_not_repeated(trained: dict[str, Any], inge
     assert again["mlflow_run_id"] == trained["mlflow_run_id"]
 
 
+def test_refit_fits_again_where_an_identical_training_would_be_reused(
+    trained: dict[str, Any], ingested: dict[str, Any]
+) -> None:
+    spec = {"dataset": ingested, "target": "churned", "estimator_params": {"max_iter": 50}, "refit": True}
+    again = step("train", spec, "--run-id", "r-refit")
+    assert again["cached"] is False
+    assert again["mlflow_run_id"] != trained["mlflow_run_id"] and again["model_uri"] != trained["model_uri"]
+    assert again["metrics"] == trained["metrics"]  # the same data, spec and seed give the same model
+
+
 def test_evaluate_then_promote_then_lineage(trained: dict[str, Any], ingested: dict[str, Any]) -> None:
     evaluation = step(
         "evaluate", {"dataset": ingested, "candidate": trained, "registered_model": MODEL, "gates": ["roc_auc >= 0.7"]}

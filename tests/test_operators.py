@@ -148,6 +148,38 @@ def test_templates_render_from_params_and_xcom(dag: Any, recorder: Callable[...,
     assert calls["train"].argv()[:3] == ["mlops-ops", "step", "train"]
 
 
+def test_force_reaches_every_step_and_fits_again(dag: Any, recorder: Callable[..., RecordingRunner]) -> None:
+    steps = [t for t in dag.tasks if isinstance(t, operator_base.MlopsStepOperator)]
+    assert len(steps) == 5 and {t.force for t in steps} == {"{{ params.force }}"}
+    assert dag.params["force"] is False
+    runner = recorder()
+    assert str(dag.test().state) == "success"
+    assert runner.by_step()["train"].spec["refit"] is False  # unforced: an identical training is reused
+
+    runner = recorder()
+    run = dag.test(run_conf={"force": True})
+    assert str(run.state) == "success", states(run)
+    assert runner.by_step()["train"].spec["refit"] is True  # the step fits again instead of reusing a training
+
+
+@pytest.mark.parametrize(
+    ("value", "forced"), [(True, True), (False, False), ("True", True), ("false", False), (" TRUE ", True)]
+)
+def test_force_takes_a_bool_or_its_text(value: Any, forced: bool) -> None:
+    from mlops_ops.operators import IngestOperator
+
+    assert IngestOperator(task_id="i", source="s", force=value)._force() is forced
+
+
+def test_force_refuses_anything_else() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops_ops.operators import IngestOperator
+
+    with pytest.raises(AirflowFailException, match="force must be true or false, not 'yes'"):
+        IngestOperator(task_id="i", source="s", force="yes")._force()
+
+
 def test_rejected_evaluation_skips_promotion(dag: Any, recorder: Callable[..., RecordingRunner]) -> None:
     runner = recorder(passed=False)
     run = dag.test()

@@ -114,7 +114,12 @@ def test_a_rerun_after_drift_reports_the_real_champion(home: Path, first: subpro
 
     done = quickstart(home, "--data", "base")
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "reused an identical earlier training" in done.stdout
+    # Ingest, validate and train of the base batch are the first run's results, reused without a process.
+    for name in ("ingest", "validate", "train"):
+        assert any(
+            line.startswith(f"  {name:<9} success ") and "  reused: " in line for line in done.stdout.splitlines()
+        )
+    assert "  reused      ingest, validate, train: results of an identical earlier run (run " in done.stdout
     now = champion(home)
     assert f"  registry    churn-classifier@champion is v{now} in MLflow now" in done.stdout
     promote = [line for line in done.stdout.splitlines() if line.startswith("  promote     ")]

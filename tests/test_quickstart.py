@@ -245,6 +245,25 @@ def test_a_drifted_batch_is_called_drifted_when_the_champion_scores_worse_on_it(
     )
 
 
+def test_a_reused_step_says_so_on_its_line_and_in_the_summary() -> None:
+    trained = {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier", "metrics": {"roc_auc": 0.9}}
+    origin = "pipeline mlops_training run manual__1 (try 1, file:///a/result.json)"
+    reused = task("train", "success")
+    line = step_line(reused, trained | {"cached": True}, None, origin)
+    assert line == "  train     success     2.0s  reused: HistGradientBoostingClassifier, training roc_auc=0.9000"
+    # A step that ran and found an identical training in MLflow says that instead.
+    ran = step_line(reused, trained | {"cached": True}, None)
+    assert ran.endswith("training roc_auc=0.9000, reused an identical earlier training")
+    assert "reused:" not in step_line(task("ingest", "success"), INGEST, None)
+
+    tasks = {t: task(t, "success") for t in ("ingest", "validate", "train")}
+    results = {"ingest": INGEST, "train": trained | {"cached": True}}
+    text = summary(Outcome(run("success"), tasks, results, {}, reused={"ingest": origin, "train": origin}))
+    assert "  reused      ingest, train: results of an identical earlier run (run manual__1);" in text
+    assert """              the steps did not run again (--conf '{"force": true}' runs every step)""" in text
+    assert not any(line.startswith("  reused") for line in summary(Outcome(run("success"), tasks, results, {})))
+
+
 def test_a_skipped_promotion_says_why() -> None:
     tasks = {"evaluate": task("evaluate", "success"), "promote": task("promote", "skipped")}
     results = {"evaluate": evaluation(False, 0.9, ["roc_auc 0.81 is not above the champion's 0.9"])}

@@ -27,6 +27,7 @@ from mlops_ops.authoring.models import (
 )
 from mlops_ops.authoring.source import PipelineFileError, Problem, dotted
 from mlops_ops.pipelines import (
+    force_param,
     inbox_asset,
     monitoring_params,
     policy_alias,
@@ -184,6 +185,7 @@ def _training_form(p: TrainingPipeline, extra: dict[str, Any] | None = None) -> 
         "registered_model": p.registered_model,
         "promotion_policy": p.promotion,
         "runner": p.runner.kind,
+        "force": getattr(p, "force", False),
     }
     catalogue = training_params(data_uri=p.data, registered_model=p.registered_model) | (extra or {})
     return Form(p, catalogue, values | {name: param.value for name, param in (extra or {}).items()})
@@ -205,6 +207,7 @@ def _chain(p: TrainingPipeline, form: Form, data_uri: str) -> TrainingChain:
         alias=policy_alias(form.value("promotion_policy")),
         approval=form.value("promotion_policy"),
         runner=form.value("runner"),
+        force=form.value("force"),
     )
     # The form edits the first gate; the file's further gates (all of them, without a form) hold for every run.
     fixed = [str(g) for g in (p.gates[1:] if editable else p.gates)]
@@ -232,7 +235,7 @@ def build_retraining(p: RetrainingPipeline) -> DAG:
     form = _training_form(p, {
         "cooldown_hours": Param(p.cooldown_hours, type="number", minimum=0, title="Cooldown (hours)"),
         "min_rows": Param(p.min_rows, type="integer", minimum=0, title="Minimum new rows"),
-        "force": Param(p.force, type="boolean", title="Force", description="Train whatever the gate would say."),
+        "force": force_param("Train whatever the gate would say, running every step again.", p.force),
     })  # fmt: skip
     landed = f"{{{{ landed_uri(triggering_asset_events, {form.expr('data_uri')}) }}}}"
     with _dag(p, form, "Retraining: a gate, then ingest, validate, train, evaluate, promote.") as dag:

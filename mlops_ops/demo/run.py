@@ -130,8 +130,17 @@ def _run_over(
 
 def _line(db: MetadataDB, run: RunState, task: TaskState, log: Path, offset: int) -> str:
     result = db.result(run.dag_id, run.run_id, task.task_id) if task.state == "success" else None
+    reused = _reused(db, run, task.task_id) if result is not None else None
     error = task_error(_output(log, offset), task.task_id) if task.finished else None
-    return step_line(task, result, error)
+    return step_line(task, result, error, reused)
+
+
+def _reused(db: MetadataDB, run: RunState, task_id: str) -> str | None:
+    """Whose result the task reused instead of running its step (None if it ran it)."""
+    from mlops_ops.cache import REUSED_XCOM
+
+    origin = db.xcom(run.dag_id, run.run_id, task_id, REUSED_XCOM)
+    return str(origin) if origin else None
 
 
 def _output(log: Path, offset: int) -> str:
@@ -176,6 +185,7 @@ def outcome(
     """Everything recorded about the run: task states, result manifests, errors, and the registry now."""
     db = MetadataDB(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     results = {t: r for t in tasks if (r := db.result(run.dag_id, run.run_id, t)) is not None}
+    reused = {t: origin for t in results if (origin := _reused(db, run, t))}
     errors = {
         t.task_id: e
         for t in tasks.values()
@@ -188,7 +198,7 @@ def outcome(
         (results.get("evaluate") or {}).get("champion_version"),
     )
     gate_metric = settings.get("gate_metric") or DEFAULT_GATES[str(settings.get("task") or "classification")][0]
-    return Outcome(run, tasks, results, errors, champion, str(gate_metric))
+    return Outcome(run, tasks, results, errors, champion, str(gate_metric), reused)
 
 
 def read_champion(model: str, alias: str, compared: str | None) -> Champion | None:

@@ -114,19 +114,24 @@ class MetadataDB:
 
     def result(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any] | None:
         """The task's ``return_value`` XCom (a step's result manifest), if it pushed one."""
+        value = self.xcom(dag_id, run_id, task_id, "return_value")
+        return value if isinstance(value, dict) else None
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str) -> Any:
+        """The value the task pushed under ``key`` (None if it pushed none)."""
         rows = self._rows(
             "SELECT value FROM xcom WHERE dag_id = :dag_id AND run_id = :run_id AND task_id = :task_id "
-            "AND key = 'return_value' AND map_index = -1",
+            "AND key = :key AND map_index = -1",
             dag_id=dag_id,
             run_id=run_id,
             task_id=task_id,
+            key=key,
         )
         if not rows or rows[0][0] is None:
             return None
         value = rows[0][0]
         # A JSON column: the driver of PostgreSQL returns the object, SQLite's returns its text.
-        value = json.loads(value) if isinstance(value, str | bytes) else value
-        return value if isinstance(value, dict) else None
+        return json.loads(value) if isinstance(value, str | bytes) else value
 
     def paused(self, dag_ids: list[str]) -> list[str]:
         """Those of ``dag_ids`` that are paused."""

@@ -42,6 +42,8 @@ class Outcome:
     errors: dict[str, str]
     champion: Champion | None = None
     gate_metric: str = "roc_auc"
+    #: Steps that reused an identical earlier run's result instead of running, and whose result it is.
+    reused: dict[str, str] = field(default_factory=dict)
 
     def ordered(self) -> list[TaskState]:
         known = [self.tasks[t] for t in STEPS if t in self.tasks]
@@ -84,14 +86,18 @@ def promote_text(result: dict[str, Any]) -> str:
     return f"{where} took @{result['alias']}{came}: {result['reason']}"
 
 
-def step_line(task: TaskState, result: dict[str, Any] | None, error: str | None) -> str:
-    """One progress line: the step, its recorded state, its duration and its key figure (or error)."""
+def step_line(task: TaskState, result: dict[str, Any] | None, error: str | None, reused: str | None = None) -> str:
+    """One progress line: the step, its recorded state, its duration and its key figure (or error).
+
+    :param reused: Set when the task reused an identical earlier run's result instead of running its step.
+    """
     head = f"  {task.task_id:<9} {task.state or 'none':<8}"
     if not task.finished:
         return f"{head} try {task.try_number}" if task.state == "running" else head.rstrip()
     seconds = f"{task.duration:6.1f}s" if task.duration is not None else " " * 7
     if task.state == "success" and result is not None:
-        return f"{head} {seconds}  {figure(task.task_id, result)}"
+        text = figure(task.task_id, {k: v for k, v in result.items() if k != "cached"} if reused else result)
+        return f"{head} {seconds}  {'reused: ' if reused else ''}{text}"
     if task.state in ("failed", "skipped") and error:
         return f"{head} {seconds}  {error}"
     if task.state == "upstream_failed":
@@ -115,9 +121,19 @@ def summary(outcome: Outcome) -> list[str]:
         )
     if "validate" in r:
         lines.append(f"  validation  {figure('validate', r['validate'])}")
+    if outcome.reused:
+        steps = ", ".join(outcome.reused)
+        lines.append(f"  reused      {steps}: results of an identical earlier run ({_origin_run(outcome.reused)});")
+        lines.append("              the steps did not run again (--conf '{\"force\": true}' runs every step)")
     lines += _evaluation(outcome)
     lines += _promotion(outcome)
     return lines
+
+
+def _origin_run(reused: dict[str, str]) -> str:
+    """The earlier runs whose results were reused, as ``run R`` (one or more)."""
+    runs = dict.fromkeys(origin.split(" (", 1)[0].split(" run ", 1)[-1] for origin in reused.values())
+    return "run " + ", ".join(runs)
 
 
 def _evaluation(outcome: Outcome) -> list[str]:

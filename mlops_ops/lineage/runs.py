@@ -149,12 +149,14 @@ class StepRun:
     def log_dict(self, value: Any, artifact_file: str) -> None:
         client().log_dict(self.run_id, value, artifact_file)
 
-    def find_training(self, fingerprint: str) -> dict[str, Any] | None:
+    def find_training(self, fingerprint: str, *, own_only: bool = False) -> dict[str, Any] | None:
         """An earlier training with the same fingerprint and a logged model: this run's own (a retry that
-        got as far as logging the model), or a finished one in this experiment."""
+        got as far as logging the model), or (unless ``own_only``) a finished one in this experiment."""
         own = client().get_run(self.run_id).data
         if own.tags.get(t.MODEL_URI) and own.tags.get(t.TRAIN_FINGERPRINT) == fingerprint:
             return _training(self.run_id, own.tags, own.metrics)
+        if own_only:
+            return None
         runs = client().search_runs(
             [self.experiment_id],
             f"tags.`{t.TRAIN_FINGERPRINT}` = '{fingerprint}' and attributes.status = 'FINISHED'",

@@ -151,12 +151,12 @@ class MlopsStepOperator(BaseOperator):
         return found
 
     def _force(self) -> bool:
-        if not isinstance(self.force, bool):
-            raise AirflowFailException(
-                f"force must be true or false, not {self.force!r}; render templates natively "
-                "(render_template_as_native_obj=True) or pass a bool"
-            )
-        return self.force
+        if isinstance(self.force, bool):
+            return self.force
+        # A DAG that renders templates as text gives "True" or "False".
+        if isinstance(self.force, str) and self.force.strip().lower() in ("true", "false"):
+            return self.force.strip().lower() == "true"
+        raise AirflowFailException(f"force must be true or false, not {self.force!r}")
 
     def _runner_options(self) -> dict[str, Any]:
         options = self.runner_options or {}
@@ -201,6 +201,8 @@ class MlopsStepOperator(BaseOperator):
         root = (self.artifact_root or artifact_root()).rstrip("/")
         found = cache.lookup(invocation, root, runner, force=self._force(), say=self.log.info)
         if found.result is not None:  # an identical earlier run's result: no process at all
+            # Said apart from the manifest (which is the earlier run's, unchanged), for the UI and the demo.
+            context["ti"].xcom_push(key=cache.REUSED_XCOM, value=found.origin)
             return cache.reuse(found, invocation, self.log.info)
         self._active_runner = runner  # for on_kill
         self.log.info(

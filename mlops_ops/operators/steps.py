@@ -115,6 +115,10 @@ class TrainOperator(MlopsStepOperator):
         self.validation = validation
         self.allowed_estimators = tuple(allowed_estimators)
 
+    def build_spec(self) -> dict[str, Any]:
+        # force fits again: the step would otherwise reuse an identical training recorded in MLflow.
+        return super().build_spec() | ({"refit": True} if self._force() else {})
+
     def check(self, spec: BaseModel) -> None:
         try:
             check_allowed(spec.estimator, [*deployment_allowed(), *self.allowed_estimators])  # type: ignore[attr-defined]

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from mlops_ops.pipelines.assets import inbox_asset, inbox_dir, retrain_request, retrain_requests
 from mlops_ops.pipelines.chain import TrainingChain, form_training_chain, gate_expression, policy_alias, training_chain
-from mlops_ops.pipelines.forms import ESTIMATORS, monitoring_params, runner_param, training_params
+from mlops_ops.pipelines.forms import ESTIMATORS, force_param, monitoring_params, runner_param, training_params
 
 __all__ = [
     "ESTIMATORS",
     "TrainingChain",
+    "force_param",
     "form_training_chain",
     "gate_expression",
     "inbox_asset",

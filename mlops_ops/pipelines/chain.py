@@ -108,6 +108,7 @@ def training_chain(
     group_id: str = "training",
     prefix_group_id: bool = False,
     approval: bool | str = False,
+    force: bool | str = False,
 ) -> TrainingChain:
     """Add the five training tasks (and an approval, see ``approval``), chained, in one task group of the DAG.
 
@@ -131,8 +132,9 @@ def training_chain(
         evaluation and promote: approve moves ``alias`` with the approver recorded, reject skips promote.
         ``True`` always asks; a (templated) promotion policy asks only when it renders to ``approval``
         (the ``promotion_policy`` form field); ``False`` adds no approval task.
+    :param force: Run every step, even one whose identical earlier run's result would be reused. (templated)
     """
-    common: dict[str, Any] = {"runner": runner}
+    common: dict[str, Any] = {"runner": runner, "force": force}
     gate = task_gate(gate_metric, gate_threshold, task)
     with TaskGroup(
         group_id, prefix_group_id=prefix_group_id, tooltip="ingest, validate, train, evaluate, promote"
@@ -191,7 +193,7 @@ def form_training_chain(*, data_uri: str = "{{ params.data_uri }}", **kwargs: An
         name: f"{{{{ params.{name} }}}}"
         for name in (
             "target", "task", "estimator", "estimator_params", "suite", "gate_metric", "gate_threshold",
-            "min_improvement", "registered_model", "runner",
+            "min_improvement", "registered_model", "runner", "force",
         )
     }  # fmt: skip
     policy = "{{ params.promotion_policy }}"

@@ -37,7 +37,7 @@ def model_param(default: str) -> Param:
 
 
 def training_params(*, data_uri: str | None = None, registered_model: str = "churn-classifier") -> dict[str, Any]:
-    """The training form: data, estimator, suite, gate, model, promotion policy, runner.
+    """The training form: data, estimator, suite, gate, model, promotion policy, runner, force.
 
     :param data_uri: Default data; ``None`` for the demo batch. An empty string means "from the event".
     :param registered_model: Default registered model.
@@ -100,7 +100,20 @@ def training_params(*, data_uri: str | None = None, registered_model: str = "chu
             "approves moving 'champion' in Browse > Required Actions (rejected after 3 days without an answer).",
         ),
         "runner": runner_param(),
+        "force": force_param(),
     }
+
+
+def force_param(description: str = "", default: bool = False) -> Param:
+    """Run every step again instead of reusing an identical earlier run's result."""
+    return Param(
+        default,
+        type="boolean",
+        title="Force",
+        description=description
+        or "Run every step again, even one whose identical earlier run's result would be reused "
+        "(ingest, validate and train on the local runner).",
+    )
 
 
 def monitoring_params(*, data_uri: str, registered_model: str = "churn-classifier") -> dict[str, Any]:

@@ -208,6 +208,9 @@ class TrainSpec(StepSpec):
     features: list[str] | None = Field(default=None, description="Feature columns; default all but target.")
     seed: int = 42
     validation: ValidateResult | None = Field(default=None, description="Validation result, for lineage.")
+    refit: bool = Field(
+        default=False, description="Fit again even when an identical training (same data and spec) is recorded."
+    )
 
     @field_validator("dataset", mode="before")
     @classmethod

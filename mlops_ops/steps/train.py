@@ -83,7 +83,7 @@ def fingerprint(spec: TrainSpec) -> str:
     """Identity of a training: same data and same spec give the same model, so it is trained once."""
     import sklearn
 
-    basis = spec.model_dump(mode="json", exclude={"validation", "dataset"})
+    basis = spec.model_dump(mode="json", exclude={"validation", "dataset", "refit"})
     basis |= {"dataset": spec.dataset.digest, "sklearn": sklearn.__version__}
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
 
@@ -95,7 +95,7 @@ def run(spec: TrainSpec, ctx: RunContext, store: Store) -> TrainResult:
     with lineage.step_run(ctx) as mlrun:
         validation_uri = spec.validation.result_uri if spec.validation is not None else None
         lineage.record_training(mlrun, fingerprint=key, dataset=spec.dataset, validation_uri=validation_uri)
-        earlier = mlrun.find_training(key)
+        earlier = mlrun.find_training(key, own_only=spec.refit)  # a retry still finds its own model
         if earlier is not None:
             log.info(
                 "training already done in MLflow run %s (same data digest and spec); reusing its model %s",
