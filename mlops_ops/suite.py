@@ -84,9 +84,9 @@ def _column_expectations(
 ) -> list[dict[str, Any]]:
     kind = series.dtype.kind
     out = []
-    if kind in _TYPE_LISTS:
-        out.append(_expectation("expect_column_values_to_be_in_type_list", column=column, type_list=_TYPE_LISTS[kind]))
     non_null = series.dropna()
+    if kind in _TYPE_LISTS and (types := _type_list(series, non_null)) is not None:
+        out.append(_expectation("expect_column_values_to_be_in_type_list", column=column, type_list=types))
     if len(non_null) == len(series) or is_target:
         out.append(_expectation("expect_column_values_to_not_be_null", column=column))
     if non_null.empty:
@@ -98,6 +98,23 @@ def _column_expectations(
         low, high = _widened(float(non_null.min()), float(non_null.max()), margin, integral=kind in "iu")
         out.append(_expectation("expect_column_values_to_be_between", column=column, min_value=low, max_value=high))
     return out
+
+
+def _type_list(series: pd.Series, non_null: pd.Series) -> list[str] | None:
+    """The types a column of this one's kind may have (None: no type expectation fits it).
+
+    GX checks an object column value by value, by each value's type name: dates read from Parquet are
+    ``date`` objects, not strings. A categorical column (dtype kind ``O`` too) is checked by its dtype, which
+    equals no type name GX accepts; its value set checks it instead.
+    """
+    import pandas as pd
+
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return None
+    types = list(_TYPE_LISTS[series.dtype.kind])
+    if series.dtype.kind == "O":
+        types += sorted({type(v).__name__ for v in non_null.tolist()} - set(types))
+    return types
 
 
 def _value_set(values: pd.Series, kind: str, is_target: bool, max_categories: int) -> list[Any] | None:

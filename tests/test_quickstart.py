@@ -264,6 +264,25 @@ def test_a_reused_step_says_so_on_its_line_and_in_the_summary() -> None:
     assert not any(line.startswith("  reused") for line in summary(Outcome(run("success"), tasks, results, {})))
 
 
+def test_a_champion_that_could_not_be_scored_is_said_to_be_not_compared() -> None:
+    """A model for another table (its columns missing here) was not compared: the summary must not say it was."""
+    from mlops_ops.specs import PromoteSpec
+    from mlops_ops.steps.promote import _reason
+
+    tasks = {"evaluate": task("evaluate", "success")}
+    ev = evaluation(True, 0.0) | {"champion_metrics": None}
+    text = "\n".join(summary(Outcome(run("success"), tasks, {"evaluate": ev}, {})))
+    assert "  champion    v2 could not be scored on these rows (trained on another table or schema?)" in text
+    train = {
+        "mlflow_run_id": "r", "model_uri": "models:/m-1", "task": "classification", "target": "y",
+        "estimator": "sklearn.linear_model.LogisticRegression", "dataset_digest": "ab" * 32, "dataset_uri": "file:///d",
+    }  # fmt: skip
+    spec = PromoteSpec(evaluation=ev | {"candidate": train, "dataset_digest": "ab" * 32}, registered_model="m")
+    assert _reason(spec).startswith("passed gates; v2 could not be scored on these rows, so it was not compared")
+    assert "compared with v2" in _reason(spec.model_copy(update={"evaluation": spec.evaluation.model_copy(
+        update={"champion_metrics": {"roc_auc": 0.8}})}))  # fmt: skip
+
+
 def test_a_skipped_promotion_says_why() -> None:
     tasks = {"evaluate": task("evaluate", "success"), "promote": task("promote", "skipped")}
     results = {"evaluate": evaluation(False, 0.9, ["roc_auc 0.81 is not above the champion's 0.9"])}

@@ -26,7 +26,7 @@ def test_gate_parses_expression_and_checks_metrics() -> None:
     assert (gate.metric, gate.op, gate.value) == ("roc_auc", ">=", 0.8)
     assert gate.check({"roc_auc": 0.81}) is None
     assert gate.check({"roc_auc": 0.7}) == "roc_auc = 0.7000, required >= 0.8"
-    assert gate.check({}) == "roc_auc was not computed"
+    assert gate.check({}).startswith("roc_auc was not computed")
 
 
 def test_gate_rejects_malformed_expression() -> None:

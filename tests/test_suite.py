@@ -148,3 +148,29 @@ def test_the_shipped_suite_is_the_inferred_one_plus_its_reviewed_ranges(tmp_path
         else:
             assert ours["kwargs"] == fresh["kwargs"]
     assert reviewed == ["age", "support_calls"]
+
+
+def test_dates_and_categories_read_from_parquet_pass_the_suite_inferred_from_them(tmp_path: Path) -> None:
+    """Text dates become ``date`` objects in the snapshot, and Parquet keeps pandas categories as categories."""
+    import datetime
+
+    from mlops_ops.steps.validate import validate_frame
+
+    frame = pd.DataFrame(
+        {
+            "signup": [datetime.date(2021, 1, 1) + datetime.timedelta(days=i) for i in range(40)],
+            "region": pd.Categorical(["north", "south"] * 20),
+            "label": ["yes", "no", "no", "no"] * 10,
+        }
+    )
+    frame.to_parquet(tmp_path / "snapshot.parquet")
+    snapshot = pd.read_parquet(tmp_path / "snapshot.parquet")
+    suite = infer_suite(snapshot, "dated", target="label")
+    found = by_column(suite)
+    assert found[("expect_column_values_to_be_in_type_list", "signup")]["type_list"][-1] == "date"
+    assert ("expect_column_values_to_be_in_type_list", "region") not in found  # its value set checks it
+    assert found[("expect_column_values_to_be_in_set", "region")]["value_set"] == ["north", "south"]
+    outcome = validate_frame(snapshot, suite, "dated")
+    assert outcome["success"], [r["expectation_config"] for r in outcome["results"] if not r["success"]]
+    numbers = snapshot.assign(signup=range(40))  # the rule still bites
+    assert not validate_frame(numbers, suite, "dated")["success"]

@@ -146,6 +146,11 @@ def _evaluation(outcome: Outcome) -> list[str]:
             f"  champion    v{ev['champion_version']} on the same rows: " + metrics_text(ev["champion_metrics"])
         )
         lines += _drift(outcome, ev)
+    elif ev.get("champion_version"):
+        lines.append(
+            f"  champion    v{ev['champion_version']} could not be scored on these rows (trained on another "
+            "table or schema?), so it was not compared"
+        )
     lines.append("  decision    " + ("PASS" if ev["passed"] else "REJECT: " + "; ".join(ev["reasons"])))
     return lines
 

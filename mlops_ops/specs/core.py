@@ -270,7 +270,7 @@ class Gate(StepSpec):
         """Return why the gate fails on these metrics, or None if it passes."""
         actual = metrics.get(self.metric)
         if actual is None:
-            return f"{self.metric} was not computed"
+            return f"{self.metric} was not computed (undefined on these evaluation rows: too few rows or classes)"
         if not _OPS[self.op](actual, self.value):
             return f"{self.metric} = {actual:.4f}, required {self.op} {self.value:g}"
         return None

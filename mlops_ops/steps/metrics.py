@@ -76,20 +76,28 @@ def _classification(p: Predictions, y: pd.Series) -> dict[str, float]:
         "recall": metrics.recall_score(y, predicted, average=average, zero_division=0, **pos),
         "log_loss": metrics.log_loss(y, proba, labels=classes),
     }
-    if y.nunique() > 1:
-        if binary:
-            out["roc_auc"] = metrics.roc_auc_score(y, proba[:, 1])
-        else:
-            out["roc_auc"] = metrics.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
-    return {k: float(v) for k, v in out.items()}
+    present = set(pd.unique(y).tolist())
+    if binary and len(present) > 1:
+        out["roc_auc"] = metrics.roc_auc_score(y, proba[:, 1])
+    elif not binary and present >= set(classes):  # one-vs-rest needs rows of every class
+        out["roc_auc"] = metrics.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
+    return _finite(out)
+
+
+def _finite(values: dict[str, Any]) -> dict[str, float]:
+    """The metrics that have a value: one undefined on these rows (NaN) is left out, not recorded as NaN."""
+    return {k: float(v) for k, v in values.items() if np.isfinite(v)}
 
 
 def _regression(p: Predictions, y: pd.Series) -> dict[str, float]:
     from sklearn import metrics
 
     predicted = p.predicted
-    return {
-        "rmse": float(np.sqrt(metrics.mean_squared_error(y, predicted))),
-        "mae": float(metrics.mean_absolute_error(y, predicted)),
-        "r2": float(metrics.r2_score(y, predicted)),
-    }
+    r2 = metrics.r2_score(y, predicted) if len(y) > 1 else float("nan")  # undefined on one row
+    return _finite(
+        {
+            "rmse": np.sqrt(metrics.mean_squared_error(y, predicted)),
+            "mae": metrics.mean_absolute_error(y, predicted),
+            "r2": r2,
+        }
+    )

@@ -170,6 +170,10 @@ def _reason(spec: PromoteSpec) -> str:
     metrics = ", ".join(
         f"{k}={v:.4f}" for k, v in sorted(e.candidate_metrics.items()) if k in ("roc_auc", "accuracy", "rmse", "r2")
     )
+    if e.champion_version and not e.champion_metrics:
+        return (
+            f"passed gates; v{e.champion_version} could not be scored on these rows, so it was not compared ({metrics})"
+        )
     if e.champion_version:
         return f"passed gates and compared with v{e.champion_version} ({metrics})"
     return f"passed gates, first {spec.alias} ({metrics})"

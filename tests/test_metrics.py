@@ -1,0 +1,47 @@
+"""Metrics on evaluation rows where some are undefined: left out, never NaN (a manifest must stay JSON)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LinearRegression
+
+from mlops_ops.specs import Gate
+from mlops_ops.steps.metrics import measure
+
+
+def fitted(labels: list[str]) -> RandomForestClassifier:
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"a": rng.normal(size=90), "b": rng.normal(size=90)})
+    return RandomForestClassifier(n_estimators=5, random_state=0).fit(x, np.resize(labels, 90))
+
+
+def test_a_class_without_evaluation_rows_leaves_roc_auc_out_instead_of_nan() -> None:
+    model = fitted(["setosa", "versicolor", "virginica"])
+    x = pd.DataFrame({"a": [0.1, 0.2, -0.3, 0.4], "b": [1.0, -1.0, 0.5, 0.0]})
+    y = pd.Series(["setosa", "versicolor", "setosa", "versicolor"])  # no virginica among these rows
+    _, scores = measure("classification", model, x, y)
+    assert "roc_auc" not in scores and set(scores) >= {"accuracy", "f1", "log_loss"}
+    json.dumps(scores, allow_nan=False)  # what an XCom needs
+    reason = Gate.model_validate("roc_auc >= 0.75").check(scores)
+    assert reason is not None and reason.startswith("roc_auc was not computed (undefined on these evaluation rows")
+
+    every = pd.Series(["setosa", "versicolor", "virginica", "setosa"])
+    assert 0.0 <= measure("classification", model, x, every)[1]["roc_auc"] <= 1.0
+
+
+def test_one_class_among_the_rows_of_a_binary_model_has_no_roc_auc() -> None:
+    model = fitted(["yes", "no"])
+    x = pd.DataFrame({"a": [0.1, 0.2], "b": [1.0, -1.0]})
+    assert "roc_auc" not in measure("classification", model, x, pd.Series(["yes", "yes"]))[1]
+
+
+def test_r2_is_left_out_on_a_single_row() -> None:
+    model = LinearRegression().fit(pd.DataFrame({"a": [0.0, 1.0, 2.0]}), [0.0, 1.0, 2.5])
+    _, one = measure("regression", model, pd.DataFrame({"a": [3.0]}), pd.Series([3.1]))
+    assert set(one) == {"rmse", "mae"}
+    _, two = measure("regression", model, pd.DataFrame({"a": [3.0, 4.0]}), pd.Series([3.1, 4.4]))
+    assert set(two) == {"rmse", "mae", "r2"}
