@@ -270,7 +270,10 @@ class Gate(StepSpec):
         """Return why the gate fails on these metrics, or None if it passes."""
         actual = metrics.get(self.metric)
         if actual is None:
-            return f"{self.metric} was not computed (undefined on these evaluation rows: too few rows or classes)"
+            return (
+                f"{self.metric} was not computed (undefined on these evaluation rows: too few rows or classes); "
+                "gate on another metric"
+            )
         if not _OPS[self.op](actual, self.value):
             return f"{self.metric} = {actual:.4f}, required {self.op} {self.value:g}"
         return None
