@@ -47,6 +47,7 @@ def test_help_lists_every_field_of_the_trigger_form(home: Path) -> None:
         'estimator         a string; default "" (Import path of a scikit-learn estimator; empty for the task',
         'gate_metric       one of "", "roc_auc", ',
         'promotion_policy  one of "champion", "challenger", "approval"; default "champion"',
+        "force             true or false; default false (Run every step again, even one whose identical earlier run",
     ):
         assert line in done.stdout
 

@@ -159,12 +159,12 @@ def check_conf(conf: dict[str, Any], fields: dict[str, Field], dag_id: str) -> N
 
 
 def describe(fields: dict[str, Field]) -> str:
-    """The form's fields, one a line: name, what it accepts, default (and what an empty default means)."""
+    """The form's fields, one a line: name, what it accepts, default (and what an empty default or a switch means)."""
     width = max((len(name) for name in fields), default=0)
     lines = []
     for name, field in fields.items():
         line = f"{name:<{width}}  {field.expected()}; default {json.dumps(field.default)}"
-        if field.default in ("", None) and field.description:
+        if (field.default in ("", None) or isinstance(field.default, bool)) and field.description:
             line += f" ({field.description})"
         lines.append(line)
     return "\n".join(lines)
