@@ -45,3 +45,28 @@ def test_r2_is_left_out_on_a_single_row() -> None:
     assert set(one) == {"rmse", "mae"}
     _, two = measure("regression", model, pd.DataFrame({"a": [3.0, 4.0]}), pd.Series([3.1, 4.4]))
     assert set(two) == {"rmse", "mae", "r2"}
+
+
+def test_a_pipeline_preprocesses_once_and_predicts_what_its_own_methods_predict() -> None:
+    from sklearn.compose import make_column_transformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from mlops_ops.demo import DATA_DIR
+    from mlops_ops.steps.metrics import predict
+
+    frame = pd.read_csv(DATA_DIR / "churn.csv")
+    x, y = frame.drop(columns="churned"), frame["churned"]
+    text = [c for c in x.columns if x[c].dtype == object]
+    encode = make_column_transformer((OneHotEncoder(handle_unknown="ignore"), text), remainder="passthrough")
+    model = make_pipeline(encode, HistGradientBoostingClassifier(max_iter=20, random_state=0)).fit(x, y)
+    calls = []
+    transform = encode.transform
+    encode.transform = lambda data: calls.append(1) or transform(data)  # type: ignore[method-assign]
+    found = predict("classification", model, x)
+    assert len(calls) == 1
+    encode.transform = transform  # type: ignore[method-assign]
+    assert np.array_equal(found.predicted, model.predict(x))
+    assert np.array_equal(found.proba, model.predict_proba(x))
+    assert found.classes == list(model.classes_)

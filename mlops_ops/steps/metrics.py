@@ -21,9 +21,15 @@ class Predictions:
 
 
 def predict(task: str, model: Any, x: pd.DataFrame) -> Predictions:
-    """Predict once; metrics and plots are computed from these arrays instead of predicting again."""
+    """Predict once; metrics and plots are computed from these arrays instead of predicting again.
+
+    A classifier pipeline's preprocessing runs once for both labels and probabilities (the scorer's way).
+    """
     if task == "classification":
-        return Predictions(model.predict(x), model.predict_proba(x), list(model.classes_))
+        from mlops_ops.steps.score import Scorer
+
+        predicted, proba = Scorer(model, probabilities=True)(x)
+        return Predictions(predicted, proba, list(model.classes_))
     return Predictions(model.predict(x))
 
 
