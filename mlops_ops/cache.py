@@ -35,8 +35,6 @@ CACHED_STEPS = {"ingest": ("source",), "validate": ("suite",), "train": ()}
 #: Libraries whose version can change a cached step's result.
 _LIBRARIES = ("mlops-ops", "scikit-learn", "pandas", "pyarrow", "great-expectations", "mlflow")
 _FORMAT = 1
-#: XCom key under which a task that reused a result says whose: ``pipeline P run R (try N, manifest URI)``.
-REUSED_XCOM = "reused_from"
 
 
 @dataclass

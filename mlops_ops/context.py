@@ -7,6 +7,9 @@ import re
 from pydantic import BaseModel, ConfigDict, Field
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: XCom key under which a task that reused an identical earlier run's result says whose it is:
+#: ``pipeline P run R (try N, manifest URI)`` (the manifest it returns is that run's, unchanged).
+REUSED_XCOM = "reused_from"
 
 
 class RunContext(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,10 @@ import pandas as pd
 import pytest
 
 from mlops_ops.demo import DATA_DIR, SUITE_PATH
+from mlops_ops.demo.conf import check_target, columns_of, starting_suite
 from mlops_ops.demo.generate import CONTRACTS, FILES, generate, main, write_demo
+from mlops_ops.errors import DataError, SpecError
+from mlops_ops.settings import DATA_ROOTS_ENV, HOME_ENV
 
 
 def test_regenerating_reproduces_the_shipped_files_byte_for_byte(tmp_path: Path) -> None:
@@ -108,3 +112,55 @@ def test_a_gradient_boosted_model_reaches_a_realistic_auc() -> None:
     model.fit(features.iloc[train], df["churned"].iloc[train])
     auc = roc_auc_score(df["churned"].iloc[test], model.predict_proba(features.iloc[test])[:, 1])
     assert 0.78 <= auc <= 0.92
+
+
+# --------------------------------------------------------------- your own file, checked before Airflow starts
+
+
+def refusal(path: Path, target: str) -> str:
+    """The one line the demo refuses ``path`` with when ``target`` is not one of its columns."""
+    with pytest.raises(SpecError) as caught:
+        check_target({"data_uri": str(path), "target": target}, {})
+    assert caught.value.exit_code == 2
+    return str(caught.value)
+
+
+def test_a_semicolon_csv_has_its_columns_read_with_the_delimiter_ingest_uses(tmp_path: Path) -> None:
+    (tmp_path / "semi.csv").write_text('a;b;Label\n1;"x, y";cat\n2;"p|q";dog\n')
+    assert columns_of(tmp_path / "semi.csv") == ["a", "b", "Label"]
+    check_target({"data_uri": str(tmp_path / "semi.csv"), "target": "Label"}, {})
+    assert "is not in semi.csv (a, b, Label); did you mean 'Label'?" in refusal(tmp_path / "semi.csv", "label")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path: Path) -> None:
+    (tmp_path / "bom.csv").write_text("cultivar,alcohol\nbarolo,13.2\n", encoding="utf-8-sig")
+    assert columns_of(tmp_path / "bom.csv") == ["cultivar", "alcohol"]
+    check_target({"data_uri": str(tmp_path / "bom.csv"), "target": "cultivar"}, {})
+
+
+def test_a_parquet_file_without_the_target_is_refused_like_a_csv(tmp_path: Path) -> None:
+    pd.DataFrame({"sepal_length": [5.1], "species": ["setosa"]}).to_parquet(tmp_path / "flowers.parquet")
+    check_target({"data_uri": str(tmp_path / "flowers.parquet"), "target": "species"}, {})
+    message = refusal(tmp_path / "flowers.parquet", "specie")
+    assert message.startswith(
+        "the target column 'specie' is not in flowers.parquet (sepal_length, species); did you mean 'species'?"
+    )
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    check_target({"data_uri": str(tmp_path / "broken.parquet"), "target": "y"}, {})  # ingest says what is wrong
+
+
+def test_a_failed_suite_inference_is_reported_once_with_its_own_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3,4,5\n")
+    env = dict(os.environ) | {DATA_ROOTS_ENV: str(tmp_path)}
+    with pytest.raises(DataError) as caught:
+        starting_suite({"data_uri": str(tmp_path / "ragged.csv")}, {"target": "b"}, env)
+    assert str(caught.value).startswith(f"cannot parse {str(tmp_path / 'ragged.csv')!r} as CSV: line 3 has 3 fields")
+    from mlops_ops.demo.conf import child_error
+
+    refused = child_error("noise\nmlops-ops: error: SpecError: format must be csv\n", "failed")
+    assert type(refused) is SpecError and str(refused) == "format must be csv"
+    assert str(child_error("", "suite infer failed")) == "suite infer failed"
+    assert str(child_error("mlops-ops: error: KeyError: 'x'", "failed")) == "KeyError: 'x'"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 from collections.abc import Iterator
@@ -229,6 +230,60 @@ def test_duplicate_column_names_are_a_data_error(shared_home: Path, tmp_path: Pa
     (tmp_path / "dup.csv").write_text("a,a,y\n1,2,0\n3,4,1\n")
     with pytest.raises(DataError, match=r"duplicate column names a; rename them"):
         ingest.read_source(str(tmp_path / "dup.csv"), Store(str(tmp_path)))
+
+
+# ------------------------------------------------------------------------------------------ delimiters
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "delimiter"),
+    [
+        pytest.param("semi.csv", 'a;b;Label\n1;"x, y, z";cat\n2;"p, q";dog\n', ";", id="semicolon-quoted-commas"),
+        pytest.param("comma.csv", 'a,b,Label\n1,"x;y|z",cat\n2,"p;q\tr",dog\n', ",", id="comma-quoted-others"),
+        pytest.param("pipe.csv", "a|b|Label\n1|2|cat\n", "|", id="pipe"),
+        pytest.param("tab.csv", "a\tb\tLabel\n1\t2\tcat\n", "\t", id="tab-in-a-csv"),
+        pytest.param("comma.tsv", "a,b\n1,2\n", "\t", id="tsv-is-always-tab"),
+        pytest.param("one.csv", "Label\ncat\ndog\n", ",", id="one-column-falls-back-to-comma"),
+        pytest.param("bom.csv", "\ufeffa;b\n1;2\n", ";", id="byte-order-mark"),
+    ],
+)
+def test_the_delimiter_is_sniffed_from_the_first_bytes(tmp_path: Path, name: str, content: str, delimiter: str) -> None:
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    assert ingest.csv_delimiter(tmp_path / name) == delimiter
+
+
+def test_a_compressed_csv_is_sniffed_after_decompressing_and_only_its_start_is_read(tmp_path: Path) -> None:
+    rows = "".join(f"{i};{i % 2}\n" for i in range(100_000))  # about 1 MB: far past the sniffed prefix
+    (tmp_path / "big.csv.gz").write_bytes(gzip.compress(f"x;y\n{rows}".encode()))
+    assert ingest.csv_delimiter(tmp_path / "big.csv.gz") == ";"
+    # A row cut in half at the end of the prefix does not spoil the guess.
+    (tmp_path / "cut.csv").write_text("x;y\n" + "1;2\n" * (ingest.SNIFF_BYTES // 4) + "3;4;5;6;7\n")
+    assert ingest.csv_delimiter(tmp_path / "cut.csv") == ";"
+
+
+def test_a_semicolon_csv_is_ingested_and_its_delimiter_logged(
+    shared_home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frame = pd.DataFrame({"a": [1.5, 2.5, 3.5, 4.5], "note": ["x, y", "z", "p, q", "r"], "Label": [0, 1, 0, 1]})
+    frame.to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    with caplog.at_level("INFO", logger=ingest.__name__):
+        result = run_ingest(tmp_path / "semi.csv", target="Label", eval_fraction=0.5)
+    assert "with delimiter ';'" in caplog.text
+    assert result.snapshot.columns == {"a": "float64", "note": "object", "Label": "int64"}
+    pd.testing.assert_frame_equal(read(result.snapshot.uri), frame)
+    frame.to_csv(tmp_path / "comma.csv", index=False)
+    caplog.clear()
+    with caplog.at_level("INFO", logger=ingest.__name__):
+        run_ingest(tmp_path / "comma.csv", target="Label", eval_fraction=0.5)
+    assert "delimiter" not in caplog.text  # a comma, the default, is not worth a line
+
+
+@pytest.mark.integration
+def test_an_s3_source_is_sniffed_like_a_local_one(shared_home: Path, s3_env: dict[str, str], s3_server: object) -> None:
+    (shared_home / "semi.csv").write_text("x;y;Label\n1;2;cat\n3;4;dog\n")
+    store = Store(f"s3://{s3_server.bucket}/ingest-test")  # type: ignore[attr-defined]
+    source = store.put_file("raw/semi.csv", str(shared_home / "semi.csv"))
+    assert ingest.read_source(source, store).column_names == ["x", "y", "Label"]
 
 
 @pytest.mark.integration

@@ -1,8 +1,8 @@
 """What ``mlops-ops demo`` runs on: the demo batches or the user's own file, and ``--conf`` checked before Airflow starts.
 
-The conf is checked against the DAG's real trigger form; a local CSV's header is checked for the target; a
-table that is not the demo's gets a model name and a suite of its own. Light at import (click and the
-standard library), like :mod:`mlops_ops.demo.command`.
+The conf is checked against the DAG's real trigger form; a local CSV's header or Parquet file's schema is
+checked for the target; a table that is not the demo's gets a model name and a suite of its own. Light at
+import (click and the standard library), like :mod:`mlops_ops.demo.command`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from mlops_ops.errors import MlopsError
 
 DAG_ID = "mlops_training"
 BATCHES = {"base": "churn.csv", "drift": "churn_drift.csv", "corrupt": "churn_corrupt.csv"}
@@ -72,18 +75,18 @@ def build_conf(batch: str, extra: str, dags_folder: Path) -> tuple[dict[str, Any
 
 
 def check_target(conf: dict[str, Any], defaults: dict[str, Any]) -> None:
-    """Refuse a local CSV whose header lacks the target column, naming the columns it has."""
-    import csv
+    """Refuse a local CSV or Parquet file that lacks the target column, naming the columns it has."""
     import difflib
 
     from mlops_ops.demo.embedded import local_path
     from mlops_ops.errors import SpecError
 
     path = local_path(str(conf["data_uri"]))
-    if path is None or path.suffix.lower() != ".csv":
+    if path is None or not path.is_file():
         return
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        header = next(csv.reader(handle), [])
+    header = columns_of(path)
+    if header is None:
+        return
     target = str(conf.get("target", defaults.get("target")))
     if target in header:
         return
@@ -97,17 +100,32 @@ def check_target(conf: dict[str, Any], defaults: dict[str, Any]) -> None:
 
 
 def columns_of(path: Path) -> list[str] | None:
-    """The column names of a local CSV (its header) or Parquet file (its schema); None for other files."""
-    import csv
+    """The column names of a local CSV (its header) or Parquet file (its schema), as ingest reads them.
 
+    None for other files, and for a Parquet file whose schema cannot be read: ingest says why.
+    """
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-            return next(csv.reader(handle), [])
+        return csv_header(path)
     if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(path).names)
+        try:
+            return list(pq.read_schema(path).names)
+        except (pa.ArrowInvalid, OSError):
+            return None
     return None
+
+
+def csv_header(path: Path) -> list[str]:
+    """The first row of a local CSV file, split on the delimiter ingest uses and without a byte order mark."""
+    import csv
+
+    from mlops_ops.steps.ingest import csv_delimiter
+
+    # utf-8-sig: Arrow drops a UTF-8 byte order mark, so the first column's name must not keep it here.
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        return next(csv.reader(handle, delimiter=csv_delimiter(path)), [])
 
 
 def is_demo_table(conf: dict[str, Any]) -> bool:
@@ -150,7 +168,6 @@ def starting_suite(conf: dict[str, Any], defaults: dict[str, Any], env: dict[str
     import hashlib
 
     from mlops_ops.demo.embedded import local_path, venv_bin
-    from mlops_ops.errors import DataError
     from mlops_ops.settings import mlops_home
 
     path = local_path(str(conf["data_uri"]))
@@ -166,12 +183,25 @@ def starting_suite(conf: dict[str, Any], defaults: dict[str, Any], env: dict[str
             env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         if done.returncode != 0:
-            raise DataError((done.stderr.strip().splitlines() or ["suite infer failed"])[-1].removeprefix(_PREFIX))
+            raise child_error(done.stderr, "suite infer failed")
     click.echo(f"Validating with the suite inferred from your data: {shown(out)} (review it; pass it as suite)")
     return conf | {"suite": str(out)}
 
 
-_PREFIX = "mlops-ops: error: "
+def child_error(stderr: str, fallback: str) -> MlopsError:
+    """The error a failed ``mlops-ops`` process printed last on stderr, as that kind of error of ours.
+
+    The line reads ``mlops-ops: error: KIND: MESSAGE``: the message alone becomes the new error's text,
+    so the demo prints the kind once. A kind that is not one of ours becomes a DataError quoting the line.
+    """
+    from mlops_ops import errors
+
+    line = (stderr.strip().splitlines() or [fallback])[-1].removeprefix(errors.ERROR_PREFIX)
+    kind, _, message = line.partition(": ")
+    found = getattr(errors, kind, None) if kind.isidentifier() else None
+    if isinstance(found, type) and issubclass(found, errors.MlopsError) and message:
+        return found(message)
+    return errors.DataError(line)
 
 
 def local_files(conf: dict[str, Any]) -> list[Path]:

@@ -137,7 +137,7 @@ def _line(db: MetadataDB, run: RunState, task: TaskState, log: Path, offset: int
 
 def _reused(db: MetadataDB, run: RunState, task_id: str) -> str | None:
     """Whose result the task reused instead of running its step (None if it ran it)."""
-    from mlops_ops.cache import REUSED_XCOM
+    from mlops_ops.context import REUSED_XCOM
 
     origin = db.xcom(run.dag_id, run.run_id, task_id, REUSED_XCOM)
     return str(origin) if origin else None

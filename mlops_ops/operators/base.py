@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from mlops_ops.context import RunContext
+from mlops_ops.context import REUSED_XCOM, RunContext
 from mlops_ops.errors import DataError, PromotionRejected, SpecError, ValidationFailed
 from mlops_ops.operators.links import STEP_LINKS
 from mlops_ops.runners import Runner, StepFailed, StepInvocation, get_runner
@@ -202,7 +202,7 @@ class MlopsStepOperator(BaseOperator):
         found = cache.lookup(invocation, root, runner, force=self._force(), say=self.log.info)
         if found.result is not None:  # an identical earlier run's result: no process at all
             # Said apart from the manifest (which is the earlier run's, unchanged), for the UI and the demo.
-            context["ti"].xcom_push(key=cache.REUSED_XCOM, value=found.origin)
+            context["ti"].xcom_push(key=REUSED_XCOM, value=found.origin)
             return cache.reuse(found, invocation, self.log.info)
         self._active_runner = runner  # for on_kill
         self.log.info(

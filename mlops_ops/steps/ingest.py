@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import csv
 import json
 import logging
 import re
@@ -41,6 +42,10 @@ PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "row_group_siz
 MAX_CLASSES = 50
 #: Column names an error message lists before it says how many more there are.
 MAX_NAMES_SHOWN = 20
+#: The delimiters a CSV file is sniffed for; a file that shows none of them consistently is read with commas.
+CSV_DELIMITERS = ",;\t|"
+#: How many bytes from the start of a CSV file (decompressed) its delimiter is told from.
+SNIFF_BYTES = 64 * 1024
 
 # Parts of Arrow's CSV errors that we keep; the rest of such a message quotes the file's content.
 _COLUMN_COUNT = re.compile(r"(?:Row #(\d+): )?Expected (\d+) columns, got (\d+)")
@@ -131,9 +136,34 @@ def read_source(source: str, store: Store, declared: str = "auto") -> pa.Table:
     return table.replace_schema_metadata(None).combine_chunks()
 
 
+def csv_delimiter(path: Path) -> str:
+    """The field delimiter of the CSV file at ``path``: tab for ``.tsv``, else the one its first bytes show.
+
+    The first SNIFF_BYTES (decompressed, as Arrow reads them) are sniffed with :class:`csv.Sniffer` for
+    one of CSV_DELIMITERS; when none shows consistently (a one-column file, say) the answer is ``,``.
+    """
+    if path.name.lower().endswith(".tsv"):
+        return "\t"
+    with pa.input_stream(str(path)) as stream:  # decompresses .gz, .bz2 and .zst by suffix, as read_csv does
+        head = stream.read(SNIFF_BYTES)
+    text = head.decode("utf-8-sig", errors="replace")
+    if len(head) == SNIFF_BYTES:
+        text = text.rpartition("\n")[0] or text  # a row cut in half would look inconsistent
+    try:
+        return csv.Sniffer().sniff(text, delimiters=CSV_DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
 def _read_csv(path: Path, source: str) -> pa.Table:
     convert = pcsv.ConvertOptions(strings_can_be_null=True)
-    parse = pcsv.ParseOptions(delimiter="\t" if path.name.lower().endswith(".tsv") else ",")
+    try:
+        delimiter = csv_delimiter(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"cannot read {source!r}: {exc}; the file is truncated or not what its suffix says") from None
+    if delimiter != ",":
+        log.info("reading %s with delimiter %r", source, delimiter)
+    parse = pcsv.ParseOptions(delimiter=delimiter)
     try:
         table = pcsv.read_csv(path, parse_options=parse, convert_options=convert)
     except pa.ArrowInvalid as exc:
