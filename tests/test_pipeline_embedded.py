@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,24 @@ def test_a_regression_table_from_outside_the_project_trains_with_the_task_defaul
     assert evaluation is not None and evaluation["passed"] and evaluation["compare_metric"] == "r2"
     recorded = lineage("diabetes", clean_env(MLOPS_HOME=str(home)))
     assert recorded["training"]["estimator"] == "sklearn.ensemble.HistGradientBoostingRegressor"
+
+
+def test_a_training_on_reused_ingest_and_validation_keeps_its_whole_lineage(tmp_path: Path) -> None:
+    """Only the training changed: ingest and validate are the first run's, and the lineage still names them."""
+    assert quickstart(tmp_path, "--data", "base").returncode == 0
+    conf = {"estimator_params": {"max_iter": 60, "learning_rate": 0.1}, "min_improvement": -1.0}
+    done = quickstart(tmp_path, "--data", "base", "--conf", json.dumps(conf))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "  reused      ingest, validate: results of an identical earlier run" in done.stdout
+    assert "took @champion from v1" in done.stdout
+    env = clean_env(MLOPS_HOME=str(tmp_path))
+    new = lineage(MODEL, env)
+    shown = subprocess.run(
+        [sys.executable, "-m", "mlops_ops.cli", "lineage", MODEL, "--version", "1", "--json"],
+        env=env, capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    old = json.loads(shown.stdout)
+    assert new["version"] == "2" and new["training"] != old["training"]
+    assert new["data"]["source_uri"] == old["data"]["source_uri"] and new["data"]["source_uri"]
+    assert new["data"]["snapshot"] == old["data"]["snapshot"] and new["data"]["snapshot"]["sha256"]
+    assert new["validation"]["suite"] == old["validation"]["suite"] == str(SUITE_PATH)

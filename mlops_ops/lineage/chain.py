@@ -45,7 +45,7 @@ def chain(name: str, alias: str | None = None, version: str | None = None) -> di
     aliases = sorted(a for a, v in (model.aliases or {}).items() if str(v) == str(mv.version))
     train_run = _run(tags.get(t.TRAIN_RUN_ID))
     evaluate_run = _run(tags.get(t.EVALUATE_RUN_ID))
-    steps = _step_runs(train_run)
+    steps = step_runs(train_run)
     return {
         "model": name,
         "version": str(mv.version),
@@ -77,18 +77,44 @@ def _run(run_id: str | None) -> Any:
     return client().get_run(run_id) if run_id else None
 
 
-def _step_runs(train_run: Any) -> dict[str, Any]:
-    """The runs of the other steps of the pipeline run that trained the model (children of one parent)."""
+def step_runs(train_run: Any) -> dict[str, Any]:
+    """The ingest and validate runs whose results a training used, by step.
+
+    They are the steps of the training's own pipeline run (children of one parent) or, where that run
+    reused an earlier run's result instead of running the step, the runs that made it: the validation
+    the training names (its result URI) and the ingest that made the snapshot validated (its digest).
+    """
     parent_id = train_run.data.tags.get("mlflow.parentRunId") if train_run else None
-    if not parent_id:
-        return {}
-    parent = client().get_run(parent_id)
     found = {}
-    for step in ("ingest", "validate"):
-        run_id = parent.data.tags.get(t.step_run_id(step))
-        if run_id:
-            found[step] = client().get_run(run_id)
-    return found
+    if parent_id:
+        parent = client().get_run(parent_id)
+        for step in ("ingest", "validate"):
+            run_id = parent.data.tags.get(t.step_run_id(step))
+            if run_id:
+                found[step] = client().get_run(run_id)
+    if train_run is None:
+        return found
+    validation_uri = train_run.data.tags.get(t.VALIDATION_RESULT_URI)
+    if "validate" not in found and validation_uri:
+        found["validate"] = _earlier_step_run("validate", t.VALIDATION_RESULT_URI, validation_uri)
+    snapshot = found["validate"].data.tags.get(t.DATASET_DIGEST) if found.get("validate") else None
+    if "ingest" not in found and snapshot:
+        found["ingest"] = _earlier_step_run("ingest", t.DATASET_DIGEST, snapshot)
+    return {step: run for step, run in found.items() if run is not None}
+
+
+def _earlier_step_run(step: str, tag: str, value: str) -> Any:
+    """The first finished run of ``step``, in any experiment, whose ``tag`` is ``value`` (None if none)."""
+    mlflow_client = client()
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    runs = mlflow_client.search_runs(
+        experiments,
+        f"tags.`{t.STEP}` = '{step}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1000,
+    )
+    # Compared here, not in the filter: a URI may hold characters the filter language would need escaped.
+    return next((run for run in runs if run.data.tags.get(tag) == value), None)
 
 
 def _data(tags: dict[str, str], ingest: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from mlops_ops.errors import SpecError, TrackingError
 from mlops_ops.lineage import tags as t
-from mlops_ops.lineage.chain import chain
+from mlops_ops.lineage.chain import chain, step_runs
 from mlops_ops.lineage.client import client
 
 #: Aliases the view shows, in this order (others follow by name).
@@ -156,20 +156,27 @@ def version_lineage(name: str, version: str) -> dict[str, Any]:
         SpecError: No such model or version.
     """
     found = chain(name, version=version)
-    parent_id = (found.get("train_run") or {}).get("parent_run_id")
-    found["steps"] = _steps(parent_id) if parent_id else []
+    train = found.get("train_run") or {}
+    parent_id = train.get("parent_run_id")
+    found["steps"] = _steps(parent_id, client().get_run(train["run_id"])) if parent_id else []
     return found
 
 
-def _steps(parent_id: str) -> list[dict[str, Any]]:
+def _steps(parent_id: str, train_run: Any) -> list[dict[str, Any]]:
+    """A card per step of the pipeline run that trained the model; a step that reused an earlier run's
+    result shows that run (its own pipeline run says which)."""
     mlflow_client = client()
     parent = mlflow_client.get_run(parent_id)
+    earlier = step_runs(train_run)
     cards = []
     for step in STEPS:
         run_id = parent.data.tags.get(t.step_run_id(step))
-        if not run_id:
+        if run_id:
+            run = mlflow_client.get_run(run_id)
+        elif step in earlier:
+            run, run_id = earlier[step], earlier[step].info.run_id
+        else:
             continue
-        run = mlflow_client.get_run(run_id)
         cards.append(
             {
                 "step": step,
