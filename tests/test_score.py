@@ -193,6 +193,21 @@ def test_missing_feature_columns_fail_with_their_names(champion: Champion) -> No
     assert "\n" not in message and caught.value.exit_code == 3
 
 
+def test_text_in_a_column_the_model_took_as_numbers_is_a_data_error_naming_it(champion: Champion) -> None:
+    frame = pd.read_csv(DATA_DIR / "churn.csv").drop(columns="churned")
+    frame["tenure_months"] = frame["tenure_months"].astype(str)
+    frame.loc[::7, "tenure_months"] = "new"  # a word among the numbers: the column reads as text
+    data = snapshot(champion, frame, "texted")
+    with pytest.raises(DataError) as caught:
+        score.run(ScoreSpec(registered_model=MODEL, dataset=data), ctx("score", "texted"), store_for())
+    message = str(caught.value)
+    assert message.startswith("the model cannot score these rows: ")
+    assert (
+        "could not convert string to float: 'new' (columns of numbers with some text: ['tenure_months'])" in message
+        and "\n" not in message
+    )
+
+
 def test_missing_key_column(champion: Champion) -> None:
     spec = ScoreSpec(registered_model=MODEL, dataset=champion.ingested, keys=["customer_id"])
     with pytest.raises(DataError, match=r"key columns \['customer_id'\] are not in the dataset"):

@@ -176,13 +176,33 @@ def write_predictions(
 
 def _predict_batch(batch: pa.RecordBatch, features: list[str], key_columns: list[str], scorer: Scorer) -> pa.Table:
     x = pa.Table.from_batches([batch]).select(features).to_pandas()
-    prediction, proba = scorer(x)
+    try:
+        prediction, proba = scorer(x)
+    except (ValueError, TypeError) as exc:  # e.g. text where the model was trained on numbers
+        mixed = _numbers_as_text(x)
+        raise DataError(
+            f"the model cannot score these rows: {' '.join(str(exc).split())[:300]}"
+            + (f" (columns of numbers with some text: {mixed})" if mixed else "")
+            + "; give every feature column the type it had in training"
+        ) from None
     arrays: dict[str, pa.Array] = {k: batch.column(k) for k in key_columns}
     arrays["prediction"] = pa.array(prediction)
     if proba is not None and scorer.classes is not None:
         for i, label in enumerate(scorer.classes):
             arrays[f"proba_{label}"] = pa.array(proba[:, i], type=pa.float64())
     return pa.table(arrays)
+
+
+def _numbers_as_text(x: Any) -> list[str]:
+    """Text columns whose values are mostly numbers: a few words among them made the column text."""
+    import pandas as pd
+
+    found = []
+    for name in x.columns:
+        values = x[name].dropna()
+        if x[name].dtype == object and len(values) and pd.to_numeric(values, errors="coerce").notna().mean() >= 0.5:
+            found.append(str(name))
+    return found
 
 
 def _dtypes(schema: pa.Schema, nulls: dict[str, int]) -> dict[str, str]:
