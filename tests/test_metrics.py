@@ -70,3 +70,16 @@ def test_a_pipeline_preprocesses_once_and_predicts_what_its_own_methods_predict(
     assert np.array_equal(found.predicted, model.predict(x))
     assert np.array_equal(found.proba, model.predict_proba(x))
     assert found.classes == list(model.classes_)
+
+
+def test_a_classifier_without_probabilities_gets_the_metrics_of_its_labels() -> None:
+    from sklearn.svm import LinearSVC
+
+    x = pd.DataFrame({"a": np.linspace(-1, 1, 40), "b": np.resize([0.0, 1.0], 40)})
+    y = pd.Series(np.where(x["a"] > 0, "yes", "no"))
+    predictions, scores = measure("classification", LinearSVC().fit(x, y), x, y)
+    assert predictions.proba is None and predictions.classes == ["no", "yes"]
+    assert set(scores) == {"accuracy", "f1", "precision", "recall"} and scores["accuracy"] > 0.9
+    reason = Gate.model_validate("roc_auc >= 0.75").check(scores)
+    assert reason is not None and "the model gives no class probabilities); gate on another metric" in reason
+    assert Gate.model_validate("accuracy >= 0.9").check(scores) is None

@@ -271,8 +271,8 @@ class Gate(StepSpec):
         actual = metrics.get(self.metric)
         if actual is None:
             return (
-                f"{self.metric} was not computed (undefined on these evaluation rows: too few rows or classes); "
-                "gate on another metric"
+                f"{self.metric} was not computed (undefined on these evaluation rows, too few rows or classes, or "
+                "the model gives no class probabilities); gate on another metric"
             )
         if not _OPS[self.op](actual, self.value):
             return f"{self.metric} = {actual:.4f}, required {self.op} {self.value:g}"

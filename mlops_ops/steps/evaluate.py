@@ -192,11 +192,12 @@ def _plots(
             ax.set_title(f"Confusion matrix: {name}")
             mlrun.log_figure(fig, f"evaluation/confusion_matrix_{name}.png")
             plt.close(fig)
-        if y.nunique() == 2:
+        with_proba = {name: p for name, p in scored.items() if p.proba is not None}
+        if y.nunique() == 2 and with_proba:
             fig, ax = plt.subplots(figsize=(5, 4))
-            for name, p in scored.items():
-                if p.proba is not None:
-                    RocCurveDisplay.from_predictions(y, p.proba[:, 1], pos_label=p.classes[1], ax=ax, name=name)
+            for name, p in with_proba.items():
+                assert p.proba is not None
+                RocCurveDisplay.from_predictions(y, p.proba[:, 1], pos_label=p.classes[1], ax=ax, name=name)
             ax.set_title("ROC on the evaluation partition")
             mlrun.log_figure(fig, "evaluation/roc.png")
             plt.close(fig)

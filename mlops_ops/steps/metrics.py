@@ -70,8 +70,6 @@ def _classification(p: Predictions, y: pd.Series) -> dict[str, float]:
     from sklearn import metrics
 
     predicted, proba, classes = p.predicted, p.proba, p.classes
-    if proba is None:
-        raise DataError("a classifier's metrics need its class probabilities (predict_proba)")
     binary = len(classes) == 2
     average = "binary" if binary else "macro"
     pos = {"pos_label": classes[1]} if binary else {}
@@ -80,8 +78,10 @@ def _classification(p: Predictions, y: pd.Series) -> dict[str, float]:
         "f1": metrics.f1_score(y, predicted, average=average, zero_division=0, **pos),
         "precision": metrics.precision_score(y, predicted, average=average, zero_division=0, **pos),
         "recall": metrics.recall_score(y, predicted, average=average, zero_division=0, **pos),
-        "log_loss": metrics.log_loss(y, proba, labels=classes),
     }
+    if proba is None:  # a classifier without predict_proba (LinearSVC, say): no log_loss, no roc_auc
+        return _finite(out)
+    out["log_loss"] = metrics.log_loss(y, proba, labels=classes)
     present = set(pd.unique(y).tolist())
     if binary and len(present) > 1:
         out["roc_auc"] = metrics.roc_auc_score(y, proba[:, 1])
