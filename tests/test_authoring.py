@@ -185,6 +185,10 @@ def test_the_examples_load_as_one_dag_per_file(monkeypatch: pytest.MonkeyPatch) 
     assert "note" in training.params
     assert bag.dags["churn_yaml_retraining"].get_task("gate").downstream_task_ids == {"ingest"}
     assert {"score", "drift"} <= set(bag.dags["churn_yaml_scoring"].task_ids)
+    # The retraining form's force also runs every step again; a training file's steps reuse results.
+    steps = ("ingest", "validate", "train", "evaluate", "promote")
+    assert {bag.dags["churn_yaml_retraining"].get_task(s).force for s in steps} == {"{{ params.force }}"}
+    assert {training.get_task(s).force for s in steps} == {False}
 
 
 def test_broken_files_are_one_import_error_naming_each_and_the_others_load(
