@@ -51,9 +51,18 @@ def infer_suite(
         margin: Numeric ranges are widened by this fraction of the observed range on each side (a
             range that starts at zero or above is never widened below zero).
         max_categories: String columns with at most this many distinct values get a value set.
+
+    Raises:
+        DataError: A column has no name (its expectations could not name it).
     """
     if not 0 <= margin <= 10:
         raise SpecError(f"margin must be between 0 and 10, got {margin}; a margin of 0.1 widens ranges by 10%")
+    unnamed = [i for i, column in enumerate(df.columns) if not str(column).strip()]
+    if unnamed:  # an expectation on a column without a name is one GX refuses without naming the column
+        raise DataError(
+            f"column {unnamed[0] + 1} (counting from 1) has no name; name it in the header row, or drop it "
+            "(a saved pandas index: write the file with index=False)"
+        )
     expectations: list[dict[str, Any]] = [
         _expectation("expect_table_columns_to_match_ordered_list", column_list=[str(c) for c in df.columns]),
         _expectation("expect_table_row_count_to_be_between", min_value=1, max_value=None),

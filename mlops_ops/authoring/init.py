@@ -4,6 +4,7 @@ It reads the table the way ingest does, guesses the task from the target column 
 infers an expectation suite beside the file, picks an estimator for the task and the table's size, and
 a gate on a metric the task computes: ``roc_auc`` for two classes, ``accuracy`` above the
 most-common-class baseline for more, ``r2`` for regression. The file it writes passes ``pipeline lint``.
+A target no model can train on (missing values, a single value) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -48,22 +49,55 @@ class Started:
     rows: int
 
 
+def check_trainable(target: pd.Series) -> None:
+    """Refuse a target no model can train on: one with missing values, or with fewer than two values.
+
+    Ingest refuses missing targets and training needs two classes (or values), so a pipeline written for
+    such a target could never run; init says so before it writes anything.
+
+    Raises:
+        DataError: The target has missing values, or fewer than two distinct values.
+    """
+    missing = int(target.isna().sum())
+    if missing:
+        raise DataError(
+            f"target column {target.name!r} has {missing} missing values in {len(target)} rows; "
+            "drop or fill those rows (every row needs a label to train on), then run init again"
+        )
+    distinct = int(target.nunique())
+    if distinct < 2:
+        raise DataError(
+            f"target column {target.name!r} has a single value in all {len(target)} rows; a target needs at "
+            "least two classes (or values) to learn: use data that has them, or choose another column"
+        )
+
+
 def guess_task(target: pd.Series) -> Guess:
-    """Classification for text, booleans and integer-like columns with few values; regression otherwise."""
+    """Classification for text, booleans and integer-like columns with few values; regression otherwise.
+
+    The guess looks at the non-missing values only: empty cells make pandas read whole numbers as floats,
+    and must not decide the task.
+
+    Raises:
+        DataError: The target has fewer than two distinct non-missing values.
+    """
     values = target.dropna()
     distinct = int(values.nunique())
+    if distinct < 2:
+        raise DataError(
+            f"target column {target.name!r} has {distinct} distinct values; a target needs at least two classes "
+            "(or values) to learn: use data that has them, or choose another column"
+        )
     kind = values.dtype.kind
     integral = kind in "iub" or (kind == "f" and bool((values % 1 == 0).all()))
     if kind in "OSUb" or str(values.dtype) in ("category", "string", "str") or (integral and distinct <= MAX_CLASSES):
-        share = float(values.value_counts(normalize=True).iloc[0]) if distinct else 0.0
+        share = float(values.value_counts(normalize=True).iloc[0])
         why = (
             "text or boolean values"
             if kind in "OSUb" or not integral
             else f"whole numbers with {distinct} distinct values"
         )
         return Guess("classification", f"{distinct} classes ({why})", distinct, share)
-    if distinct < 2:
-        raise DataError(f"target column {target.name!r} has a single value; a model needs at least two")
     return Guess("regression", f"numbers with {distinct} distinct values")
 
 
@@ -119,6 +153,7 @@ def init_pipeline(data: str, target: str, out: str | Path | None = None, *, forc
         raise DataError(
             f"target column {target!r} is not in {data!r}; its columns: {', '.join(map(str, frame.columns))}"
         )
+    check_trainable(frame[target])
     guess = guess_task(frame[target])
     estimator, params = choose_estimator(guess.task, len(frame))
     gate = choose_gate(guess)

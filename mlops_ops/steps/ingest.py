@@ -42,6 +42,8 @@ PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "row_group_siz
 MAX_CLASSES = 50
 #: Column names an error message lists before it says how many more there are.
 MAX_NAMES_SHOWN = 20
+#: The name pandas gives a first column whose header cell is empty (a saved index, read back and written again).
+PANDAS_UNNAMED = "Unnamed: 0"
 #: The delimiters a CSV file is sniffed for; a file that shows none of them consistently is read with commas.
 CSV_DELIMITERS = ",;\t|"
 #: How many bytes from the start of a CSV file (decompressed) its delimiter is told from.
@@ -61,7 +63,8 @@ def run(spec: IngestSpec, ctx: RunContext, store: Store) -> IngestResult:
         store: The artifact store the snapshot and partitions are written to.
 
     Raises:
-        DataError: The source is missing, empty, unreadable, lacks the target or has missing targets.
+        DataError: The source is missing, empty, unreadable, has a column without a name, lacks the
+            target or has missing targets.
         SpecError: The format cannot be told from the source's name, or the source is a local file
             outside the folders a spec may read (``MLOPS_DATA_ROOTS``).
     """
@@ -116,8 +119,9 @@ def source_format(source: str, declared: str = "auto") -> str:
 def read_source(source: str, store: Store, declared: str = "auto") -> pa.Table:
     """Read a CSV or Parquet file from a path or URI into a canonical Arrow table (one chunk per column).
 
-    Canonical means: no pandas index or metadata, nulls for empty cells, contiguous columns, so the
-    same data always writes the same Parquet bytes.
+    Canonical means: no pandas index (saved as ``__index_level_N__`` in Parquet, or as an unnamed first
+    column of row numbers) or metadata, nulls for empty cells, contiguous columns, so the same data always
+    writes the same Parquet bytes. A column without a name is refused.
     """
     fmt = source_format(source, declared)
     if not store.exists(source):
@@ -129,6 +133,7 @@ def read_source(source: str, store: Store, declared: str = "auto") -> pa.Table:
         table = _read_csv(path, source) if fmt == "csv" else _read_parquet(path, source)
     if table.num_rows == 0:
         raise DataError(f"source {source!r} has a header but no rows; it needs at least one data row")
+    table = _without_saved_index(table, source)
     names = table.column_names
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -215,8 +220,12 @@ def _first_ragged_line(path: Path, parse: pcsv.ParseOptions) -> int | None:
         return "error"
 
     options = pcsv.ParseOptions(delimiter=parse.delimiter, invalid_row_handler=note)
+    # Arrow decodes a bad row's text as UTF-8 before it calls the handler; on bytes that are not UTF-8 (a
+    # Parquet file read as CSV) that decode fails where nothing can catch it, and Python prints it as an
+    # ignored exception. Latin-1 decodes every byte, and leaves delimiters, quotes and line ends as they were.
+    read = pcsv.ReadOptions(use_threads=False, encoding="latin-1")
     with contextlib.suppress(pa.ArrowInvalid, OSError):
-        pcsv.read_csv(path, read_options=pcsv.ReadOptions(use_threads=False), parse_options=options)
+        pcsv.read_csv(path, read_options=read, parse_options=options)
     return found[0] if found else None
 
 
@@ -232,6 +241,42 @@ def _read_parquet(path: Path, source: str) -> pa.Table:
         ) from None
     # Unnamed pandas indexes come back as "__index_level_N__" columns: drop them, as reset_index would.
     return table.drop_columns([n for n in table.column_names if n.startswith("__index_level_")])
+
+
+def _without_saved_index(table: pa.Table, source: str) -> pa.Table:
+    """``table`` without a saved pandas index as its first column; any other column without a name is refused.
+
+    ``df.to_csv(path)`` (without ``index=False``) writes the index first, under an empty header cell, and
+    pandas names such a column ``Unnamed: 0`` when it reads the file back. Kept, it would be a feature
+    (on sorted data one that gives the label away) and an expectation on a column without a name. An
+    unnamed first column whose values are exactly the row numbers 0..n-1 is that index: it is dropped.
+    """
+    names = table.column_names
+    dropped = (
+        len(names) > 1 and (not names[0].strip() or names[0] == PANDAS_UNNAMED) and _is_row_numbers(table.column(0))
+    )
+    if dropped:
+        log.warning(
+            "dropped the first column of %s (%s, values 0..%d): a saved pandas index, not data; "
+            "write the file with index=False to leave it out",
+            source,
+            "no name" if not names[0].strip() else repr(names[0]),
+            table.num_rows - 1,
+        )
+    unnamed = [i for i, name in enumerate(names) if not name.strip() and not (dropped and i == 0)]
+    if unnamed:
+        raise DataError(
+            f"source {source!r} has a column without a name (column {unnamed[0] + 1}, counting from 1); "
+            "name it in the header row, or drop it (pandas: write the file with index=False)"
+        )
+    return table.remove_column(0) if dropped else table
+
+
+def _is_row_numbers(column: pa.ChunkedArray) -> bool:
+    """Whether ``column`` holds exactly 0, 1, ..., n-1 in order (a saved RangeIndex)."""
+    if not pa.types.is_integer(column.type) or column.null_count:
+        return False
+    return bool(np.array_equal(column.to_numpy(), np.arange(len(column))))
 
 
 def _where_not_utf8(path: Path) -> str:
