@@ -10,7 +10,6 @@ import click
 
 from mlops_ops.cli.console import configure_logging, stdout_to_stderr
 from mlops_ops.cli.errors import user_errors
-from mlops_ops.cli.json_input import load_json
 from mlops_ops.errors import SpecError
 
 
@@ -103,13 +102,16 @@ def _cli_shown() -> str:
 
 @click.command("run")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--conf", "conf", default="{}", help="Trigger-form values for this run, as JSON.")
+@click.option("--conf", "conf", default="{}", help="Trigger-form fields for this run, as a JSON object.")
 @user_errors
 def run_pipeline(file: Path, conf: str) -> None:
-    """Run pipeline FILE end to end in the embedded Airflow and print a summary."""
-    from mlops_ops.authoring.run import run_file
+    """Run pipeline FILE end to end in the embedded Airflow and print a summary.
 
-    values = load_json(conf, "--conf")
-    if not isinstance(values, dict):
-        raise SpecError("--conf must be a JSON object of form fields")
-    sys.exit(run_file(file, values))
+    --conf is checked against the DAG's trigger form before Airflow starts. Exit code 0 when the run
+    succeeded, 1 when it did not, 2 for a bad file or --conf (and for promotion 'approval', which needs
+    Airflow's UI).
+    """
+    from mlops_ops.authoring.run import run_file
+    from mlops_ops.demo.params import parse_conf
+
+    sys.exit(run_file(file, parse_conf(conf)))
