@@ -8,8 +8,10 @@
 the same five functions as an Airflow TaskFlow DAG under ``airflow dags test`` (benchmarks/taskflow_dag.py,
 the Airflow-native baseline; ``taskflow-migrated`` starts from a database migrated beforehand), and
 mlops_training through ``python -m mlops_ops.quickstart`` with cold step processes, with the warm executor starting its parent (``warm-first``), with the parent already up
-(``warm``), and again on the unchanged data and home (``rerun``). Every variant starts from a fresh home and
-Airflow database except ``rerun``; the demo's template database and form cache are made before the first
+(``warm``), again on the unchanged data and home (``rerun``: its warm Airflow parent is up too), and once
+more there with ``force`` (``forced``: every step runs again, both warm parents up, and evaluate also scores
+the champion the earlier run promoted). Every variant starts from a fresh home and Airflow database except
+``rerun`` and ``forced``; the demo's template database and form cache are made before the first
 round, outside the timings, as the TaskFlow template is. It reports medians with the spread, in wall seconds and in CPU seconds
 (the processes' own and their children's, plus what the warm parent and its forks used), with the load.
 
@@ -243,6 +245,11 @@ def compare(rows: int, repeat: int) -> None:
             ("mlops-warm-first", quickstart, env_of(f"warmfirst{attempt}", MLOPS_WARM_DIR=str(warm_dir))),
             ("mlops-warm", quickstart, env_of(f"warm{attempt}", MLOPS_WARM_DIR=str(warm_dir))),
             ("mlops-rerun", quickstart, env_of(f"warm{attempt}", MLOPS_WARM_DIR=str(warm_dir))),
+            (
+                "mlops-forced",
+                [*quickstart, "--conf", '{"force": true}'],
+                env_of(f"warm{attempt}", MLOPS_WARM_DIR=str(warm_dir)),
+            ),
         ]
         try:
             for name, argv, env in variants:

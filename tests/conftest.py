@@ -33,6 +33,8 @@ os.environ.update({
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
 })  # fmt: skip
 os.environ.setdefault("MLOPS_HOME", str(_AIRFLOW_HOME / "mlops"))
+# Every test home gets its own warm Airflow parent (docs/performance.md): let each go a minute after its last run.
+os.environ.setdefault("MLOPS_WARM_AIRFLOW_IDLE_SECONDS", "60")
 # Tests read data from pytest's temporary folders as well as the repository (docs/security.md: data roots).
 os.environ.setdefault("MLOPS_DATA_ROOTS", os.pathsep.join([tempfile.gettempdir(), str(REPO)]))
 

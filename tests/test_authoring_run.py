@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,22 +173,40 @@ def is_dags_test(process: object) -> bool:
     return argv[-5:-3] == ["dags", "test"]
 
 
+def dags_test_processes(runner: int, log: Path) -> list[object]:
+    """The run's ``airflow dags test``: a child of ``runner``, or forked by the warm Airflow parent (run.log says)."""
+    import psutil
+
+    forked = re.findall(r"airflow dags test is process (\d+), forked from warm parent", log.read_text(errors="replace"))
+    if forked:
+        with contextlib.suppress(psutil.Error):
+            return [psutil.Process(int(forked[-1]))]
+    return [c for c in psutil.Process(runner).children(recursive=True) if is_dags_test(c)]
+
+
 @pytest.mark.slow
-def test_sigterm_stops_the_run_and_its_airflow(pipeline_file: Path, mlops_home: Path) -> None:
+@pytest.mark.parametrize("warm", ["1", "0"], ids=["warm-airflow", "cold-airflow"])
+def test_sigterm_stops_the_run_and_its_airflow(pipeline_file: Path, mlops_home: Path, warm: str) -> None:
+    """Whether ``airflow dags test`` was forked by the warm parent or started as a child, SIGTERM ends it."""
     import psutil
 
     log = mlops_home / "out.txt"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [CLI, "run", str(pipeline_file)], env=subprocess_env(mlops_home), stdout=out, stderr=subprocess.STDOUT
+            [CLI, "run", str(pipeline_file)],
+            env=subprocess_env(mlops_home) | {"MLOPS_WARM_EXECUTOR": warm},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 120
         airflow: list[psutil.Process] = []
         while not airflow and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.5)
-            airflow = [c for c in psutil.Process(process.pid).children(recursive=True) if is_dags_test(c)]
+            if (mlops_home / "run.log").exists():
+                airflow = dags_test_processes(process.pid, mlops_home / "run.log")  # type: ignore[assignment]
         assert airflow, log.read_text()[-3000:]
+        assert ("forked from warm parent" in (mlops_home / "run.log").read_text()) == (warm == "1")
         time.sleep(3)  # well into the run
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 128 + signal.SIGTERM

@@ -324,7 +324,8 @@ def test_the_summary_does_not_wait_for_airflow_to_shut_down_after_a_successful_r
     from mlops_ops.demo import run as demo_run
 
     monkeypatch.setattr(demo_run, "MetadataDB", lambda url: RecordedRun(*states))
-    monkeypatch.setattr(demo_run, "airflow_command", lambda *args: ["sleep", "3"])  # a command still shutting down
+    # A command still shutting down.
+    monkeypatch.setattr(demo_run, "start_airflow", lambda env, args, out: subprocess.Popen(["sleep", "3"], stdout=out))
     left: list[subprocess.Popen[bytes]] = []
     lines: list[str] = []
     env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite://"}

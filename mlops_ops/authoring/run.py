@@ -70,7 +70,7 @@ def run_file(path: str | Path, conf: dict[str, Any] | None = None) -> int:
     :param conf: Trigger-form values for this run, checked against the DAG's form before Airflow starts.
     :returns: the exit code: 0 when the run succeeded, 1 when it did not, 128 + N when signal N stopped it.
     """
-    from mlops_ops.demo.embedded import migrate
+    from mlops_ops.demo.embedded import migrate, prestart_airflow
     from mlops_ops.demo.params import check_conf
     from mlops_ops.demo.run import run_dag
 
@@ -89,6 +89,7 @@ def run_file(path: str | Path, conf: dict[str, Any] | None = None) -> int:
     ensure_suite(parsed)
     log = mlops_home() / "run.log"
     click.echo(f"MLOPS_HOME={mlops_home()}  (full Airflow output: {log})")
+    prestart_airflow(env)
     with ChildrenStopped() as stopped:
         migrate(env, log, echo=click.echo)
         click.echo(f"Running {pipeline.dag_id} ({pipeline.kind}) from {parsed.display} …")

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from mlops_ops.demo.embedded import AirflowProcess
 
 from mlops_ops.demo.conf import (
     DAG_ID,
@@ -66,7 +68,7 @@ def next_steps(model: str, alias: str) -> list[str]:
 
 def run_demo(batch: str, extra: str, dags_folder: Path) -> int:
     """Run the DAG, print progress and the summary; the exit code is 0 when the run succeeded."""
-    from mlops_ops.demo.embedded import airflow_env, migrate, with_data_roots
+    from mlops_ops.demo.embedded import airflow_env, migrate, prestart_airflow, with_data_roots
     from mlops_ops.demo.run import outcome, run_dag, warm_mlflow
     from mlops_ops.demo.summary import summary
     from mlops_ops.settings import mlops_home
@@ -82,6 +84,7 @@ def run_demo(batch: str, extra: str, dags_folder: Path) -> int:
         click.echo(f"Steps may read {env[DATA_ROOTS]} in this run (MLOPS_DATA_ROOTS, your file's folder added)")
     conf = starting_suite(own_model(conf), defaults, env)
     prestart_steps(env, conf, defaults)
+    prestart_airflow(env)
     migrate(env, log, echo=click.echo)
     click.echo(f"Running {DAG_ID} on {conf['data_uri']} in Airflow (the first step starts in about 10 s) …")
     warm_mlflow()
@@ -108,21 +111,21 @@ class Unpausing:
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.processes: list[AirflowProcess] = []
 
-    def outlive(self, process: subprocess.Popen[bytes]) -> None:
+    def outlive(self, process: AirflowProcess) -> None:
         """Wait for ``process`` too on leaving the block."""
         self.processes.append(process)
 
     def start(self) -> None:
-        from mlops_ops.demo.embedded import airflow_command
+        from mlops_ops.demo.embedded import start_airflow
         from mlops_ops.demo.runstate import MetadataDB
 
         paused = MetadataDB(self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).paused(list(_DEMO_DAGS))
         if paused:
-            argv = airflow_command("dags", "unpause", "--treat-dag-id-as-regex", "-y", f"^({'|'.join(paused)})$")
+            args = ["dags", "unpause", "--treat-dag-id-as-regex", "-y", f"^({'|'.join(paused)})$"]
             with self.log.open("a") as out:
-                self.processes.append(subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT))
+                self.processes.append(start_airflow(self.env, args, out))
 
     def __enter__(self) -> Unpausing:
         return self

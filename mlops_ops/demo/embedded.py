@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO, Protocol
 from urllib.parse import unquote, urlparse
 
 from mlops_ops.settings import DATA_ROOTS_ENV, artifact_root, default_data_roots, mlops_home, tracking_uri
@@ -84,6 +85,52 @@ def with_data_roots(env: dict[str, str], files: Iterable[Path]) -> dict[str, str
 def airflow_command(*args: str) -> list[str]:
     """The argv of this virtualenv's ``airflow`` with ``args``."""
     return [str(venv_bin() / "airflow"), *args]
+
+
+class AirflowProcess(Protocol):
+    """A running ``airflow`` command: a ``subprocess.Popen`` or a process forked by a warm parent."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+def prestart_airflow(env: dict[str, str]) -> None:
+    """Start the home's warm Airflow parent now, so its preparation overlaps the demo's own (no wait)."""
+    from mlops_ops.runners import warm
+
+    with contextlib.suppress(warm.WarmUnavailable, OSError):  # the first command starts it, or runs cold and says why
+        warm.prestart(env, str(venv_bin() / "airflow"), kind="airflow")
+
+
+def start_airflow(env: dict[str, str], args: list[str], out: IO[str]) -> AirflowProcess:
+    """Start ``airflow ARGS`` in this home, its output appended to ``out``, and return without waiting.
+
+    It is forked from the home's warm Airflow parent (:mod:`mlops_ops.runners.warm.airflow_commands`:
+    Airflow imported, ``dags test``'s Execution API built), started on first use, unless
+    ``MLOPS_WARM_EXECUTOR=0``; a cold process otherwise, with a line in ``out`` saying why.
+    """
+    from mlops_ops.runners import warm
+
+    argv = airflow_command(*args)
+    if warm.enabled(env):
+        try:
+            forked = warm.spawn(argv, env, os.getcwd(), kind="airflow", output=(out.fileno(), out.fileno()))
+        except (warm.WarmUnavailable, OSError) as exc:
+            out.write(f"mlops-ops: airflow {' '.join(args[:2])} starts cold: {exc}\n")
+            out.flush()
+        else:
+            out.write(
+                f"mlops-ops: airflow {' '.join(args[:2])} is process {forked.pid}, forked from warm parent {forked.parent_pid}\n"
+            )
+            out.flush()
+            return forked
+    return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def airflow(env: dict[str, str], *args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -25,8 +25,9 @@ from typing import Any
 import click
 
 from mlops_ops.demo import DATA_DIR
+from mlops_ops.demo.embedded import prestart_airflow, start_airflow
 from mlops_ops.demo.runstate import stored_results
-from mlops_ops.quickstart import airflow, airflow_env, migrate, outcome
+from mlops_ops.quickstart import airflow_env, migrate, outcome
 from mlops_ops.settings import mlops_home
 
 TRAINING, SCORING, RETRAINING = "mlops_training", "mlops_scoring", "mlops_retraining"
@@ -64,10 +65,18 @@ class Loop:
 def run_dag(env: dict[str, str], dag_id: str, conf: dict[str, Any], log: Path) -> Stage:
     """``airflow dags test DAG -c CONF``, its output appended to ``log``."""
     started = time.perf_counter()
-    done = airflow(env, "dags", "test", dag_id, "-c", json.dumps(conf))
+    offset = log.stat().st_size if log.exists() else 0
     with log.open("a") as out:
-        out.write(done.stdout + done.stderr)
-    run, errors = outcome(done.stdout + done.stderr)
+        process = start_airflow(env, ["dags", "test", dag_id, "-c", json.dumps(conf)], out)
+        try:
+            process.wait()
+        except BaseException:
+            process.kill()
+            raise
+    with log.open("rb") as text:
+        text.seek(offset)
+        output = text.read().decode("utf-8", "replace")
+    run, errors = outcome(output)
     return Stage(
         dag_id,
         run["run_id"],
@@ -112,6 +121,7 @@ def run_loop(dags_folder: Path = Path("dags"), *, model: str = "churn-classifier
     """
     env = airflow_env(dags_folder)
     log = mlops_home() / "demo-loop.log"
+    prestart_airflow(env)
     migrate(env, log)
     loop = Loop()
     base, drifted = str(DATA_DIR / "churn.csv"), str(DATA_DIR / "churn_drift.csv")

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mlops_ops.demo.embedded import airflow_command
+from mlops_ops.demo.embedded import AirflowProcess, start_airflow
 from mlops_ops.demo.runstate import MetadataDB, RunState, TaskState
 from mlops_ops.demo.summary import Champion, Outcome, step_line
 from mlops_ops.errors import InfraError
@@ -49,7 +49,7 @@ def run_dag(
     log: Path,
     echo: Callable[[str], None],
     on_start: Callable[[], None] | None = None,
-    on_finished: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    on_finished: Callable[[AirflowProcess], None] | None = None,
 ) -> tuple[RunState, dict[str, TaskState], str]:
     """``airflow dags test DAG -c CONF``, echoing a line per step as it starts and ends.
 
@@ -63,11 +63,13 @@ def run_dag(
     before = db.last_run_number(dag_id)
     offset = log.stat().st_size if log.exists() else 0
     with log.open("a") as out:
-        process = subprocess.Popen(
-            airflow_command("dags", "test", dag_id, "-c", json.dumps(conf)),
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        run = _follow(db, dag_id, before, process, log, offset, echo, on_start)
+        process = start_airflow(env, ["dags", "test", dag_id, "-c", json.dumps(conf)], out)
+        try:
+            run = _follow(db, dag_id, before, process, log, offset, echo, on_start)
+        except BaseException:
+            if not isinstance(process, subprocess.Popen):  # a warm fork is not this process's child: stop it here
+                process.kill()
+            raise
     final = (db.run(dag_id, run.run_id) or run) if run is not None else None
     tasks = db.tasks(dag_id, final.run_id) if final is not None else {}
     if on_finished is None or final is None or any(t.state != "success" for t in tasks.values()):
@@ -86,7 +88,7 @@ def _follow(
     db: MetadataDB,
     dag_id: str,
     before: int,
-    process: subprocess.Popen[bytes],
+    process: AirflowProcess,
     log: Path,
     offset: int,
     echo: Callable[[str], None],

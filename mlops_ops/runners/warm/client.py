@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from mlops_ops.runners.warm.config import (
+    AIRFLOW_IDLE_ENV,
     DIR_ENV,
     IDLE_ENV,
     START_ENV,
@@ -28,12 +30,15 @@ from mlops_ops.runners.warm.protocol import TIMEOUT, Request, read_message, send
 
 @dataclass
 class WarmProcess:
-    """A step process forked by the warm parent: read its output, wait for its exit code, or kill it."""
+    """A process forked by the warm parent: read its output, wait for its exit code, or kill it.
+
+    ``stdout`` and ``stderr`` are None when the caller gave the process its own descriptors (``output``).
+    """
 
     pid: int
     parent_pid: int
-    stdout: IO[str]
-    stderr: IO[str]
+    stdout: IO[str] | None
+    stderr: IO[str] | None
     _conn: socket.socket
     _reply: bytes = b""
     returncode: int | None = None
@@ -48,6 +53,14 @@ class WarmProcess:
             self.returncode = int(message["exit"])
         return self.returncode
 
+    def poll(self) -> int | None:
+        """The exit code if the process has ended (the parent reported it), else None; does not block."""
+        if self.returncode is None and b"\n" not in self._reply:
+            readable, _, _ = select.select([self._conn], [], [], 0)
+            if not readable:
+                return None
+        return self.wait()
+
     def kill(self) -> None:
         """Ask the warm parent to kill the step's process group; it reaps it and reports the exit code."""
         if self.returncode is None:
@@ -55,21 +68,31 @@ class WarmProcess:
                 self._conn.shutdown(socket.SHUT_WR)
 
 
-def spawn(argv: list[str], env: dict[str, str], cwd: str, *, timeout: float | None = None) -> WarmProcess:
+def spawn(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    *,
+    timeout: float | None = None,
+    kind: str = "step",
+    output: tuple[int, int] | None = None,
+) -> WarmProcess:
     """Fork ``argv`` (entrypoint first) from the warm parent, starting the parent if none runs.
 
+    :param kind: ``step`` for ``mlops-ops step`` command lines, ``airflow`` for ``airflow`` ones.
+    :param output: Descriptors to give the process as stdout and stderr (else pipes, read from the result).
     Raises WarmUnavailable if no warm parent answers in time or it refuses the step; nothing has run then.
     """
-    preload = preload_modules()
+    preload = preload_modules(kind=kind)
     folder = runtime_dir()
-    key = parent_key(env, preload)
+    key = parent_key(env, preload, kind)
     path = folder / f"warm-{key}.sock"
     if len(os.fsencode(path)) >= 100:
         raise WarmUnavailable(f"the socket path {path} is too long for a Unix socket; set {DIR_ENV}")
     limit = float(os.environ.get(START_ENV, "120")) if timeout is None else timeout
     conn = _connect(path)
     if conn is None:
-        _launch(folder, key, env, preload, bin_dir=str(Path(argv[0]).parent))
+        _launch(folder, key, env, preload, bin_dir=str(Path(argv[0]).parent), kind=kind)
         started = time.monotonic()
         while conn is None and time.monotonic() < started + limit:
             time.sleep(0.2)
@@ -78,22 +101,22 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, *, timeout: float | No
                 raise WarmUnavailable(f"the warm parent exited while starting; see {folder / f'warm-{key}.log'}")
         if conn is None:
             raise WarmUnavailable(f"no warm parent answered on {path} within {limit:.0f}s")
-    return _request(conn, argv, env, cwd)
+    return _request(conn, argv, env, cwd, output)
 
 
-def prestart(env: dict[str, str], entrypoint: str) -> bool:
-    """Start the warm parent that steps run with ``env`` would use, without waiting for it (e.g. while
+def prestart(env: dict[str, str], entrypoint: str, kind: str = "step") -> bool:
+    """Start the warm parent that commands run with ``env`` would use, without waiting for it (e.g. while
     Airflow migrates its database); False if the warm executor is off or a parent already answers."""
-    if not enabled():
+    if not enabled(env):
         return False
-    preload = preload_modules()
+    preload = preload_modules(kind=kind)
     folder = runtime_dir()
-    key = parent_key(env, preload)
+    key = parent_key(env, preload, kind)
     conn = _connect(folder / f"warm-{key}.sock")
     if conn is not None:
         conn.close()
         return False
-    _launch(folder, key, env, preload, bin_dir=str(Path(entrypoint).parent))
+    _launch(folder, key, env, preload, bin_dir=str(Path(entrypoint).parent), kind=kind)
     return True
 
 
@@ -135,11 +158,18 @@ def _connect(path: Path) -> socket.socket | None:
     return conn
 
 
-def _request(conn: socket.socket, argv: list[str], env: dict[str, str], cwd: str) -> WarmProcess:
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+def _request(
+    conn: socket.socket, argv: list[str], env: dict[str, str], cwd: str, output: tuple[int, int] | None
+) -> WarmProcess:
+    ours: list[int] = []  # read ends of the pipes made here
+    if output is None:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        ours, given = [out_r, err_r], [out_w, err_w]
+    else:
+        given = list(output)
     try:
-        send_request(conn, Request(argv=argv, env=env, cwd=cwd, fds=[out_w, err_w], umask=_umask()))
+        send_request(conn, Request(argv=argv, env=env, cwd=cwd, fds=given, umask=_umask()))
         reply = read_message(conn, b"", timeout=TIMEOUT)
     except OSError as exc:
         reply = None
@@ -147,33 +177,37 @@ def _request(conn: socket.socket, argv: list[str], env: dict[str, str], cwd: str
     else:
         reason = "it closed the connection"
     finally:
-        os.close(out_w)
-        os.close(err_w)
+        if ours:
+            for fd in given:
+                os.close(fd)
     if reply is None or "pid" not in reply:
         conn.close()
-        os.close(out_r)
-        os.close(err_r)
+        for fd in ours:
+            os.close(fd)
         refused = (reply or {}).get("error")
-        raise WarmUnavailable(f"the warm parent did not start the step: {refused or reason}")
+        raise WarmUnavailable(f"the warm parent did not start the process: {refused or reason}")
     return WarmProcess(
         pid=int(reply["pid"]),
         parent_pid=int(reply["parent"]),
-        stdout=open(out_r, encoding="utf-8", errors="replace"),
-        stderr=open(err_r, encoding="utf-8", errors="replace"),
+        stdout=open(ours[0], encoding="utf-8", errors="replace") if ours else None,
+        stderr=open(ours[1], encoding="utf-8", errors="replace") if ours else None,
         _conn=conn,
         _reply=reply["_rest"],
     )
 
 
-def _launch(folder: Path, key: str, env: dict[str, str], preload: tuple[str, ...], *, bin_dir: str) -> None:
+def _launch(
+    folder: Path, key: str, env: dict[str, str], preload: tuple[str, ...], *, bin_dir: str, kind: str = "step"
+) -> None:
     """Start a warm parent in its own session; it detaches at once (a second one exits on the lock).
 
     The parent runs as ``python -m mlops_ops.runners.warm`` (:func:`mlops_ops.runners.warm.parent.main`).
     """
     keep = {k: v for k, v in env.items() if k in {"PATH", "HOME", "TMPDIR", "USER", "LOGNAME"}}
-    parent_env = keep | import_time_env(env)
+    parent_env = keep | import_time_env(env, kind)
+    idle = env.get(AIRFLOW_IDLE_ENV, "300") if kind == "airflow" else os.environ.get(IDLE_ENV, "600")
     argv = [sys.executable, "-m", "mlops_ops.runners.warm", "--dir", str(folder), "--key", key, "--bin", bin_dir]
-    argv += ["--idle", os.environ.get(IDLE_ENV, "600"), "--preload", ",".join(preload)]
+    argv += ["--idle", idle, "--preload", ",".join(preload), "--kind", kind]
     with open(os.open(folder / f"warm-{key}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as err:
         subprocess.run(
             argv, env=parent_env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,

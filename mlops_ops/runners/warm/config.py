@@ -46,6 +46,18 @@ PRELOAD = (
     "mlflow.store.model_registry.sqlalchemy_store",
     "great_expectations",
 )
+#: What a warm parent of ``airflow dags test`` imports (the kind ``airflow``; :mod:`.airflow_commands` builds the rest).
+AIRFLOW_PRELOAD = (
+    "airflow",
+    "airflow.cli.cli_parser",
+    "airflow.cli.commands.dag_command",
+    "airflow.sdk.execution_time.supervisor",
+)
+#: The kinds of warm parent: ``step`` forks ``mlops-ops step`` processes, ``airflow`` forks ``airflow`` commands.
+KINDS = ("step", "airflow")
+#: Seconds without a command after which a warm parent of the kind ``airflow`` exits (it serves one home).
+AIRFLOW_IDLE_ENV = "MLOPS_WARM_AIRFLOW_IDLE_SECONDS"
+
 #: Environment read while modules are imported (so fixed in a warm parent): parents differ by these.
 IMPORT_TIME_PREFIXES = (
     "PYTHON", "LD_", "OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOTO", "BLIS_", "NUMEXPR_", "SKLEARN_",
@@ -85,9 +97,14 @@ def runtime_dir() -> Path:
     return folder
 
 
-def import_time_env(env: dict[str, str]) -> dict[str, str]:
-    """The variables of ``env`` that libraries read when imported (so a warm parent is fixed to them)."""
-    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME_PREFIXES) and k not in _EMULATED}
+def import_time_env(env: dict[str, str], kind: str = "step") -> dict[str, str]:
+    """The variables of ``env`` that libraries read when imported (so a warm parent is fixed to them).
+
+    Airflow reads its whole configuration (``AIRFLOW_HOME``, ``AIRFLOW__*``) when imported, so a parent of
+    the kind ``airflow`` is fixed to those too.
+    """
+    prefixes = IMPORT_TIME_PREFIXES + (("AIRFLOW",) if kind == "airflow" else ())
+    return {k: v for k, v in env.items() if k.startswith(prefixes) and k not in _EMULATED}
 
 
 def _code_stamp() -> list[str]:
@@ -103,14 +120,20 @@ def _code_stamp() -> list[str]:
     return [*modules, f"site:{site}:{site.stat().st_mtime_ns}"]
 
 
-def parent_key(env: dict[str, str], preload: tuple[str, ...]) -> str:
-    """One warm parent per interpreter, installed code, import-time environment and preload list."""
-    parts = [sys.executable, sys.version, *_code_stamp(), json.dumps(import_time_env(env), sort_keys=True), *preload]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+def parent_key(env: dict[str, str], preload: tuple[str, ...], kind: str = "step") -> str:
+    """One warm parent per kind, interpreter, installed code, import-time environment and preload list.
+
+    (A parent of the kind ``airflow`` also refuses to fork once its ``airflow.cfg`` changed, see :mod:`.airflow_commands`.)
+    """
+    parts = [kind, sys.executable, sys.version, *_code_stamp(), json.dumps(import_time_env(env, kind), sort_keys=True)]
+    return hashlib.sha256("\n".join([*parts, *preload]).encode()).hexdigest()[:20]
 
 
-def preload_modules(environ: dict[str, str] | os._Environ[str] | None = None) -> tuple[str, ...]:
-    """The modules a warm parent imports: ``$MLOPS_WARM_PRELOAD`` (comma-separated), else :data:`PRELOAD`."""
+def preload_modules(environ: dict[str, str] | os._Environ[str] | None = None, kind: str = "step") -> tuple[str, ...]:
+    """The modules a warm parent imports: ``$MLOPS_WARM_PRELOAD`` (comma-separated), else :data:`PRELOAD`;
+    :data:`AIRFLOW_PRELOAD` for the kind ``airflow``."""
+    if kind == "airflow":
+        return AIRFLOW_PRELOAD
     configured = (environ if environ is not None else os.environ).get(PRELOAD_ENV)
     if configured is None:
         return PRELOAD

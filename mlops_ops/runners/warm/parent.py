@@ -17,11 +17,12 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlops_ops.runners.warm.child import become_step, leave
-from mlops_ops.runners.warm.config import PRELOAD, log
+from mlops_ops.runners.warm.config import KINDS, PRELOAD, log
 from mlops_ops.runners.warm.protocol import Request, receive_request, send_message
 
 
@@ -39,10 +40,15 @@ class Parent:
 
     socket_path: Path
     idle_seconds: float
+    #: Why the parent must fork no more (it is stale), or None; checked before every fork.
+    refusal: Callable[[], str | None] = field(default=lambda: None)
+    #: The lock held while this parent serves its key, released as soon as it retires.
+    lock: int = -1
     listener: socket.socket = field(init=False)
     inode: int = field(init=False, default=0)
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     jobs: dict[int, _Job] = field(default_factory=dict)
+    retired: bool = False
 
     def bind(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -64,6 +70,9 @@ class Parent:
                 request = self._dispatch(kind, job)
                 if request is not None:
                     return request
+            if self.retired and not self.jobs:
+                self.close()
+                return None
             if self.jobs or events:
                 last = time.monotonic()
             elif time.monotonic() - last > self.idle_seconds:
@@ -97,7 +106,25 @@ class Parent:
             send_message(conn, {"error": "the warm parent has a thread; refusing to fork"})
             conn.close()
             return None
+        stale = self.refusal()
+        if stale is not None:
+            send_message(conn, {"error": f"{stale}; the warm parent exits"})
+            conn.close()
+            self._retire()
+            return None
         return self._fork(conn, request)
+
+    def _retire(self) -> None:
+        """Take no more requests and let a new parent of the key start now; reap the running children first."""
+        log.info("warm parent %d retires: %s", os.getpid(), self.refusal())
+        self.selector.unregister(self.listener)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.socket_path).st_ino == self.inode:
+                self.socket_path.unlink()
+        if self.lock >= 0:
+            os.close(self.lock)  # releases the flock
+            self.lock = -1
+        self.retired = True
 
     def _fork(self, conn: socket.socket, request: Request) -> Request | None:
         pid = os.fork()
@@ -120,6 +147,9 @@ class Parent:
         later closes a reused descriptor)."""
         conn.close()
         self.listener.close()
+        if self.lock >= 0:
+            os.close(self.lock)
+            self.lock = -1
         for job in self.jobs.values():
             job.conn.close()
             os.close(job.pidfd)
@@ -145,7 +175,7 @@ class Parent:
 
     def close(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            if os.stat(self.socket_path).st_ino == self.inode:  # not a newer parent's socket
+            if not self.retired and os.stat(self.socket_path).st_ino == self.inode:  # not a newer parent's socket
                 self.socket_path.unlink()
         self.listener.close()
         self.selector.close()
@@ -179,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bin", required=True, help="Folder of the mlops-ops script (sys.path[0] of a step).")
     parser.add_argument("--idle", type=float, default=600.0)
     parser.add_argument("--preload", default=",".join(PRELOAD))
+    parser.add_argument(
+        "--kind", choices=KINDS, default="step", help="step: mlops-ops steps; airflow: airflow commands"
+    )
     parser.add_argument("--foreground", action="store_true")
     args = parser.parse_args(argv)
     if not args.foreground:
@@ -199,17 +232,29 @@ def main(argv: list[str] | None = None) -> None:
     log.propagate = False
     sys.path[0] = args.bin  # what the console script's interpreter puts first
     started = time.perf_counter()
+    from mlops_ops.runners.warm import airflow_commands
+
+    if args.kind == "airflow":
+        airflow_commands.writable_streams()
     _preload([m for m in args.preload.split(",") if m and m.split(".")[0] != "mlops_ops"])
+    parent = Parent(folder / f"warm-{args.key}.sock", args.idle, lock=lock)
+    if args.kind == "airflow":
+        airflow_commands.prepare()
+        parent.refusal = airflow_commands.refusal
     gc.freeze()  # keep the imported objects' pages shared with the children
-    parent = Parent(folder / f"warm-{args.key}.sock", args.idle)
     parent.bind()
     log.info("warm parent %d ready in %.1fs on %s", os.getpid(), time.perf_counter() - started, parent.socket_path)
     request = parent.loop()
     if request is None:
-        log.info("warm parent %d idle for %.0fs: exiting", os.getpid(), args.idle)
+        log.info("warm parent %d idle or retired: exiting", os.getpid())
         return
-    os.close(lock)
     become_step(request)
+    if args.kind == "airflow":
+        try:
+            airflow_commands.run()
+        except SystemExit as exc:
+            leave(exc.code)
+        leave(0)
     from mlops_ops.cli import main as cli_main
 
     try:
