@@ -100,6 +100,13 @@ class AirflowProcess(Protocol):
     def kill(self) -> None: ...
 
 
+def log_since(log: Path, offset: int) -> str:
+    """What was appended to ``log`` after its first ``offset`` bytes (a command's part of a shared log)."""
+    with log.open("rb") as text:
+        text.seek(offset)
+        return text.read().decode("utf-8", "replace")
+
+
 def prestart_airflow(env: dict[str, str]) -> None:
     """Start the home's warm Airflow parent now, so its preparation overlaps the demo's own (no wait)."""
     from mlops_ops.runners import warm

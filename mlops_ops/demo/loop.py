@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from mlops_ops.demo import DATA_DIR
-from mlops_ops.demo.embedded import prestart_airflow, start_airflow
+from mlops_ops.demo.embedded import log_since, prestart_airflow, start_airflow
 from mlops_ops.demo.runstate import stored_results
 from mlops_ops.quickstart import airflow_env, migrate, outcome
 from mlops_ops.settings import mlops_home
@@ -73,10 +73,7 @@ def run_dag(env: dict[str, str], dag_id: str, conf: dict[str, Any], log: Path) -
         except BaseException:
             process.kill()
             raise
-    with log.open("rb") as text:
-        text.seek(offset)
-        output = text.read().decode("utf-8", "replace")
-    run, errors = outcome(output)
+    run, errors = outcome(log_since(log, offset))
     return Stage(
         dag_id,
         run["run_id"],

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mlops_ops.demo.embedded import AirflowProcess, start_airflow
+from mlops_ops.demo.embedded import AirflowProcess, log_since, start_airflow
 from mlops_ops.demo.runstate import MetadataDB, RunState, TaskState
 from mlops_ops.demo.summary import Champion, Outcome, step_line
 from mlops_ops.errors import InfraError
@@ -76,9 +76,7 @@ def run_dag(
         process.wait()
     elif process.poll() is None:
         on_finished(process)
-    with log.open("rb") as text:
-        text.seek(offset)
-        output = text.read().decode("utf-8", "replace")
+    output = log_since(log, offset)
     if final is None:
         raise InfraError(f"airflow dags test {dag_id} ended with code {process.returncode} without a run; see {log}")
     return final, tasks, output
@@ -133,7 +131,7 @@ def _run_over(
 def _line(db: MetadataDB, run: RunState, task: TaskState, log: Path, offset: int) -> str:
     result = db.result(run.dag_id, run.run_id, task.task_id) if task.state == "success" else None
     reused = _reused(db, run, task.task_id) if result is not None else None
-    error = task_error(_output(log, offset), task.task_id) if task.finished else None
+    error = task_error(log_since(log, offset), task.task_id) if task.finished else None
     return step_line(task, result, error, reused)
 
 
@@ -143,12 +141,6 @@ def _reused(db: MetadataDB, run: RunState, task_id: str) -> str | None:
 
     origin = db.xcom(run.dag_id, run.run_id, task_id, REUSED_XCOM)
     return str(origin) if origin else None
-
-
-def _output(log: Path, offset: int) -> str:
-    with log.open("rb") as text:
-        text.seek(offset)
-        return text.read().decode("utf-8", "replace")
 
 
 def task_error(output: str, task_id: str) -> str | None:

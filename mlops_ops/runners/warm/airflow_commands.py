@@ -14,8 +14,6 @@ drops any pooled connection in the child). It refuses to fork once the ``airflow
 from __future__ import annotations
 
 import contextlib
-import io
-import sys
 import time
 from pathlib import Path
 
@@ -29,15 +27,6 @@ def _stamp(path: Path) -> str:
         info = path.stat()
         return f"{info.st_mtime_ns}:{info.st_size}:{info.st_ino}"
     return "absent"
-
-
-def writable_streams() -> None:
-    """Streams that write through: what Airflow's logging keeps a reference to writes into the child's fds."""
-    for fd, name, errors in ((1, "stdout", "strict"), (2, "stderr", "backslashreplace")):
-        raw = open(fd, "wb", buffering=0, closefd=False)  # noqa: SIM115
-        stream = io.TextIOWrapper(raw, encoding="utf-8", errors=errors, write_through=True)
-        setattr(sys, name, stream)
-        setattr(sys, f"__{name}__", stream)
 
 
 def prepare() -> None:

@@ -30,8 +30,7 @@ def become_step(request: Request) -> None:
     for fd in (devnull, *request.fds):
         os.close(fd)
     sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # type: ignore[misc]  # noqa: SIM115
-    sys.stdout = sys.__stdout__ = _stream(1, "strict")  # type: ignore[misc]
-    sys.stderr = sys.__stderr__ = _stream(2, "backslashreplace")  # type: ignore[misc]
+    write_through_streams()
     os.environ.clear()
     os.environ.update(request.env)
     os.chdir(request.cwd)
@@ -47,6 +46,16 @@ def become_step(request: Request) -> None:
         log.removeHandler(handler)
     log.setLevel(logging.NOTSET)
     log.propagate = True
+
+
+def write_through_streams() -> None:
+    """``sys.stdout`` and ``sys.stderr`` on descriptors 1 and 2, writing through as ``PYTHONUNBUFFERED=1`` does.
+
+    Also what a warm Airflow parent sets before importing Airflow: the log handlers Airflow makes keep these
+    streams, so in a child they write straight into the descriptors the child was given.
+    """
+    sys.stdout = sys.__stdout__ = _stream(1, "strict")  # type: ignore[misc]
+    sys.stderr = sys.__stderr__ = _stream(2, "backslashreplace")  # type: ignore[misc]
 
 
 def _stream(fd: int, errors: str) -> io.TextIOWrapper:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_ops.runners.warm.child import become_step, leave
+from mlops_ops.runners.warm.child import become_step, leave, write_through_streams
 from mlops_ops.runners.warm.config import KINDS, PRELOAD, log
 from mlops_ops.runners.warm.protocol import Request, receive_request, send_message
 
@@ -110,13 +110,13 @@ class Parent:
         if stale is not None:
             send_message(conn, {"error": f"{stale}; the warm parent exits"})
             conn.close()
-            self._retire()
+            self._retire(stale)
             return None
         return self._fork(conn, request)
 
-    def _retire(self) -> None:
+    def _retire(self, reason: str) -> None:
         """Take no more requests and let a new parent of the key start now; reap the running children first."""
-        log.info("warm parent %d retires: %s", os.getpid(), self.refusal())
+        log.info("warm parent %d retires: %s", os.getpid(), reason)
         self.selector.unregister(self.listener)
         with contextlib.suppress(FileNotFoundError):
             if os.stat(self.socket_path).st_ino == self.inode:
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     from mlops_ops.runners.warm import airflow_commands
 
     if args.kind == "airflow":
-        airflow_commands.writable_streams()
+        write_through_streams()
     _preload([m for m in args.preload.split(",") if m and m.split(".")[0] != "mlops_ops"])
     parent = Parent(folder / f"warm-{args.key}.sock", args.idle, lock=lock)
     if args.kind == "airflow":
