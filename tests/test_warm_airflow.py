@@ -91,3 +91,76 @@ def test_the_switch_off_runs_airflow_cold(tmp_path: Path, warm_dir: Path) -> Non
     code, text = dags_folder(env, tmp_path / "out.log")
     assert code == 0 and "forked" not in text and text.strip() == env["AIRFLOW__CORE__DAGS_FOLDER"]
     assert not list(warm_dir.glob("warm-*.sock"))
+
+
+SLEEPY = """
+import time
+
+from airflow.sdk import dag, task
+
+
+@dag(schedule=None)
+def sleepy():
+    @task
+    def nap():
+        time.sleep(300)
+
+    nap()
+
+
+sleepy()
+"""
+
+
+def test_a_killed_warm_parent_takes_its_command_along_and_the_demo_says_so_in_one_line(
+    tmp_path: Path, warm_dir: Path
+) -> None:
+    """The warm Airflow parent is SIGKILLed while ``airflow dags test`` runs a task: the command dies with it
+    (nobody could report its exit code or kill it any more) and run_dag raises an InfraError naming the log."""
+    import threading
+    import time
+
+    import psutil
+
+    from mlops_ops.demo.embedded import migrate
+    from mlops_ops.demo.run import run_dag
+    from mlops_ops.errors import InfraError
+
+    env = home_env(tmp_path / "home", warm_dir)
+    (Path(env["AIRFLOW__CORE__DAGS_FOLDER"]) / "sleepy.py").write_text(SLEEPY)
+    log = tmp_path / "run.log"
+    migrate(env, log, echo=None)
+    forked: dict[str, int] = {}
+
+    def kill_parent_once_the_task_runs() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = log.read_text() if log.exists() else ""
+            found = re.search(r"airflow dags test is process (\d+), forked from warm parent (\d+)", text)
+            if found and "[DAG TEST] running task" in text:
+                forked.update(command=int(found[1]), parent=int(found[2]))
+                os.kill(forked["parent"], signal.SIGKILL)
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_parent_once_the_task_runs)
+    killer.start()
+    with pytest.raises(InfraError) as raised:
+        run_dag(env, "sleepy", {}, log, echo=lambda line: None)
+    killer.join()
+    assert forked, log.read_text()[-3000:]
+    message = str(raised.value)
+    assert message.startswith(f"airflow dags test (process {forked['command']}) was stopped: ")
+    assert f"the warm parent {forked['parent']} ended before process {forked['command']} did" in message
+    assert f"its output is in {log}" in message and "MLOPS_WARM_EXECUTOR=0" in message
+
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 10
+    while not gone(forked["command"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gone(forked["command"]), "airflow dags test outlived its warm parent"

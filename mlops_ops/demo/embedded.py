@@ -10,12 +10,16 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlparse
 
 from mlops_ops.settings import DATA_ROOTS_ENV, artifact_root, default_data_roots, mlops_home, tracking_uri
+
+if TYPE_CHECKING:
+    from mlops_ops.runners.warm import WarmProcess
 
 #: The address every UI and printed link of the demo uses.
 HOST = "127.0.0.1"
@@ -90,8 +94,11 @@ def airflow_command(*args: str) -> list[str]:
 class AirflowProcess(Protocol):
     """A running ``airflow`` command: a ``subprocess.Popen`` or a process forked by a warm parent."""
 
-    pid: int
-    returncode: int | None
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
 
     def poll(self) -> int | None: ...
 
@@ -115,6 +122,51 @@ def prestart_airflow(env: dict[str, str]) -> None:
         warm.prestart(env, str(venv_bin() / "airflow"), kind="airflow")
 
 
+@dataclass
+class ForkedAirflow:
+    """An ``airflow`` command forked by the home's warm parent, whose parent's death is an :class:`InfraError`.
+
+    A warm parent killed while its command runs takes the command with it (the child dies with its
+    parent), and nobody is left to report an exit code: the demo says so in one line, naming the log.
+    """
+
+    process: WarmProcess
+    command: str
+    log: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def poll(self) -> int | None:
+        with self._reported():
+            return self.process.poll()
+
+    def wait(self) -> int:
+        with self._reported():
+            return self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    @contextlib.contextmanager
+    def _reported(self) -> Iterator[None]:
+        from mlops_ops.errors import InfraError
+        from mlops_ops.runners.warm import WarmUnavailable
+
+        try:
+            yield
+        except WarmUnavailable as exc:
+            raise InfraError(
+                f"{self.command} (process {self.pid}) was stopped: {exc}; its output is in {self.log}; run "
+                f"again, or set MLOPS_WARM_EXECUTOR=0 to start Airflow without a warm parent"
+            ) from None
+
+
 def start_airflow(env: dict[str, str], args: list[str], out: IO[str]) -> AirflowProcess:
     """Start ``airflow ARGS`` in this home, its output appended to ``out``, and return without waiting.
 
@@ -136,7 +188,7 @@ def start_airflow(env: dict[str, str], args: list[str], out: IO[str]) -> Airflow
                 f"mlops-ops: airflow {' '.join(args[:2])} is process {forked.pid}, forked from warm parent {forked.parent_pid}\n"
             )
             out.flush()
-            return forked
+            return ForkedAirflow(forked, f"airflow {' '.join(args[:2])}", str(out.name))
     return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 

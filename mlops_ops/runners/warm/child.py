@@ -16,6 +16,9 @@ from typing import NoReturn
 from mlops_ops.runners.warm.config import log
 from mlops_ops.runners.warm.protocol import Request
 
+#: ``prctl`` option: the signal a process gets when the thread that forked it ends (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
 
 def become_step(request: Request) -> None:
     """In the forked child: take on the task's streams, environment and folder, as a fresh process would."""
@@ -46,6 +49,23 @@ def become_step(request: Request) -> None:
         log.removeHandler(handler)
     log.setLevel(logging.NOTSET)
     log.propagate = True
+
+
+def die_with_parent(parent: int) -> None:
+    """In the forked child: have Linux SIGKILL it when the warm parent dies (``prctl(PR_SET_PDEATHSIG)``).
+
+    A parent that ends normally waits for its children first; one that is killed (out of memory, say) can
+    no longer report their exit codes or kill them on a hang-up, so they must not outlive it: the task
+    reports the step failed, and a retry must not run beside a step still going. ``parent`` is the
+    parent's pid read before the fork: if it died before the request took effect, the child ends now.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        log.warning("warm child %d: prctl(PR_SET_PDEATHSIG) failed (errno %d)", os.getpid(), ctypes.get_errno())
+    if os.getppid() != parent:
+        os._exit(137)  # as if the signal had come
 
 
 def write_through_streams() -> None:

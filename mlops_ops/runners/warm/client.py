@@ -49,7 +49,7 @@ class WarmProcess:
             message = read_message(self._conn, self._reply, timeout=None)
             self._conn.close()
             if message is None or "exit" not in message:
-                raise WarmUnavailable(f"the warm parent {self.parent_pid} ended before step process {self.pid} did")
+                raise WarmUnavailable(f"the warm parent {self.parent_pid} ended before process {self.pid} did")
             self.returncode = int(message["exit"])
         return self.returncode
 
@@ -84,7 +84,7 @@ def spawn(
     Raises WarmUnavailable if no warm parent answers in time or it refuses the step; nothing has run then.
     """
     preload = preload_modules(kind=kind)
-    folder = runtime_dir()
+    folder = runtime_dir(os.environ | env)  # the command's setting first, else this process's
     key = parent_key(env, preload, kind)
     path = folder / f"warm-{key}.sock"
     if len(os.fsencode(path)) >= 100:
@@ -110,7 +110,7 @@ def prestart(env: dict[str, str], entrypoint: str, kind: str = "step") -> bool:
     if not enabled(env):
         return False
     preload = preload_modules(kind=kind)
-    folder = runtime_dir()
+    folder = runtime_dir(os.environ | env)  # the command's setting first, else this process's
     key = parent_key(env, preload, kind)
     conn = _connect(folder / f"warm-{key}.sock")
     if conn is not None:

@@ -81,13 +81,18 @@ def enabled(environ: dict[str, str] | os._Environ[str] | None = None) -> bool:
     return supported and value not in {"0", "false", "no", "off", ""}
 
 
-def runtime_dir() -> Path:
-    """The folder of warm parents' sockets, created private (0700) and refused if anyone else can use it."""
-    configured = os.environ.get(DIR_ENV)
+def runtime_dir(environ: dict[str, str] | os._Environ[str] | None = None) -> Path:
+    """The folder of warm parents' sockets, created private (0700) and refused if anyone else can use it.
+
+    :param environ: The environment of the command to run (``$MLOPS_WARM_DIR``, ``$XDG_RUNTIME_DIR``); this
+        process's by default.
+    """
+    environ = environ if environ is not None else os.environ
+    configured = environ.get(DIR_ENV)
     if configured:
         folder = Path(configured)
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        folder = Path(os.environ["XDG_RUNTIME_DIR"]) / "mlops-ops"
+    elif environ.get("XDG_RUNTIME_DIR"):
+        folder = Path(environ["XDG_RUNTIME_DIR"]) / "mlops-ops"
     else:
         folder = Path(tempfile.gettempdir()) / f"mlops-ops-{os.getuid()}"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)

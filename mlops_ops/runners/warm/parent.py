@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_ops.runners.warm.child import become_step, leave, write_through_streams
+from mlops_ops.runners.warm.child import become_step, die_with_parent, leave, write_through_streams
 from mlops_ops.runners.warm.config import KINDS, PRELOAD, log
 from mlops_ops.runners.warm.protocol import Request, receive_request, send_message
 
@@ -127,8 +127,10 @@ class Parent:
         self.retired = True
 
     def _fork(self, conn: socket.socket, request: Request) -> Request | None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
+            die_with_parent(parent)
             self._forget(conn)
             return request
         with contextlib.suppress(OSError):  # also done by the child: whichever runs first wins the race
