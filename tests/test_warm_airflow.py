@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,21 +70,117 @@ def test_a_forked_command_prints_what_a_cold_one_prints(tmp_path: Path, warm_dir
     assert printed == [env["AIRFLOW__CORE__DAGS_FOLDER"]] == cold.stdout.split()
 
 
-def test_each_home_has_its_own_parent_and_a_changed_config_retires_it(tmp_path: Path, warm_dir: Path) -> None:
+def secrets(env: dict[str, str]) -> tuple[str, ...]:
+    """The secrets Airflow drew for the home's airflow.cfg when it wrote it."""
+    text = (Path(env["AIRFLOW_HOME"]) / "airflow.cfg").read_text()
+    return tuple(re.findall(r"^(?:fernet_key|jwt_secret|secret_key) = (\S+)$", text, re.MULTILINE))
+
+
+def test_homes_share_one_parent_each_command_sees_its_own_home_and_an_edited_config_runs_cold(
+    tmp_path: Path, warm_dir: Path
+) -> None:
     one, two = home_env(tmp_path / "one", warm_dir), home_env(tmp_path / "two", warm_dir)
     log = tmp_path / "out.log"
     _, first = dags_folder(one, log)
     _, other = dags_folder(two, log)
-    assert FORKED.search(first)[2] != FORKED.search(other)[2]  # type: ignore[index]
+    assert FORKED.search(first)[2] == FORKED.search(other)[2]  # type: ignore[index]
+    assert first.splitlines()[-1] == one["AIRFLOW__CORE__DAGS_FOLDER"]
     assert other.splitlines()[-1] == two["AIRFLOW__CORE__DAGS_FOLDER"]
+    # Each new home's airflow.cfg was written for it, with secrets of its own, as a cold command writes it.
+    assert len(secrets(one)) == len(secrets(two)) == 3 and not set(secrets(one)) & set(secrets(two))
+    private = [str(path) for path in warm_dir.glob("airflow-*")]
+    assert private, "the parent's own home is in its folder"
+    for env in (one, two):
+        assert private[0] not in (Path(env["AIRFLOW_HOME"]) / "airflow.cfg").read_text()
 
+    # A home that a cold command set up is served by the parent too.
+    cold_home = home_env(tmp_path / "cold", warm_dir)
+    subprocess.run(
+        ["airflow", "config", "get-value", "core", "dags_folder"],
+        env=cold_home | {ENABLED_ENV: "0"}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    _, served = dags_folder(cold_home, log)
+    assert FORKED.search(served) and "starts cold" not in served, served
+
+    # An edited airflow.cfg may hold a setting Airflow reads when imported: that home's commands run cold.
     config = Path(one["AIRFLOW_HOME"]) / "airflow.cfg"
     config.write_text(config.read_text() + "\n[mlops_test]\nchanged = yes\n")
-    code, refused = dags_folder(one, log)
-    assert code == 0 and "starts cold" in refused and f"{config} changed since the warm parent read it" in refused
-    assert refused.splitlines()[-1] == one["AIRFLOW__CORE__DAGS_FOLDER"]
-    _, fresh = dags_folder(one, log)
-    assert FORKED.search(fresh) and FORKED.search(fresh)[2] != FORKED.search(first)[2]  # type: ignore[index]
+    code, edited = dags_folder(one, log)
+    assert code == 0 and f"airflow config get-value starts cold: {config} differs from Airflow's default" in edited
+    assert edited.splitlines()[-1] == one["AIRFLOW__CORE__DAGS_FOLDER"]
+    _, still = dags_folder(two, log)
+    assert FORKED.search(still)[2] == FORKED.search(first)[2] and "starts cold" not in still  # type: ignore[index]
+
+
+#: Run by the test below: a warm parent's preparation for one home, then repoint() to another, then a
+#: search of Airflow's and logging's module state (4 levels deep) for the first home's path.
+REPOINT = """
+import importlib, json, os, sys, types
+base, home = sys.argv[1], sys.argv[2]
+def env_of(h):
+    return {"AIRFLOW_HOME": h, "AIRFLOW__CORE__DAGS_FOLDER": h + "/dags",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h}/airflow.db"}
+os.environ.update(env_of(base))
+from mlops_ops.runners.warm import airflow_commands
+from mlops_ops.runners.warm.config import AIRFLOW_PRELOAD
+for name in AIRFLOW_PRELOAD:
+    importlib.import_module(name)
+airflow_commands.prepare()
+
+def traces():
+    found, seen = [], set()
+    def look(obj, where, depth):
+        if isinstance(obj, str):
+            if base in obj:
+                found.append(where + " = " + obj)
+            return
+        if id(obj) in seen or depth > 4 or isinstance(obj, types.ModuleType):  # modules: searched below
+            return
+        seen.add(id(obj))
+        try:
+            if isinstance(obj, dict):
+                items = list(obj.items())
+            elif isinstance(obj, (list, tuple, set, frozenset)):
+                items = list(enumerate(obj))
+            elif not isinstance(obj, type) and not callable(obj) and hasattr(obj, "__dict__"):
+                items = list(vars(obj).items())
+            else:
+                return
+        except Exception:
+            return
+        for key, value in items:
+            look(value, where + "[" + repr(key) + "]", depth + 1)
+    for name, module in list(sys.modules.items()):
+        if module is not None and name.split(".")[0] in ("airflow", "logging", "structlog"):
+            for key, value in list(vars(module).items()):
+                look(value, name + "." + key, 0)
+    return found
+
+before = traces()
+os.environ.update(env_of(home))
+cold = airflow_commands.repoint()
+from airflow import configuration, settings
+print(json.dumps({
+    "cold": cold, "before": len(before), "after": traces(),
+    "dags": settings.DAGS_FOLDER, "database": settings.SQL_ALCHEMY_CONN,
+    "logs": configuration.conf.get("logging", "base_log_folder"), "home": configuration.AIRFLOW_HOME,
+}))
+"""
+
+
+def test_a_child_points_airflow_at_its_home_and_leaves_no_trace_of_the_parents(tmp_path: Path) -> None:
+    import json
+
+    base, home = tmp_path / "parent-home", tmp_path / "command-home"
+    done = subprocess.run(
+        [sys.executable, "-c", REPOINT, str(base), str(home)], capture_output=True, text=True, check=True
+    )
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["before"] > 10, "the search sees the parent's home where Airflow keeps it"
+    assert found["cold"] is None and found["after"] == []
+    assert found["home"] == str(home) and found["dags"] == str(home / "dags")
+    assert found["database"] == f"sqlite:///{home}/airflow.db" and found["logs"] == str(home / "logs")
+    assert not (base / "airflow.cfg").exists(), "the parent writes no configuration in its own home"
 
 
 def test_the_switch_off_runs_airflow_cold(tmp_path: Path, warm_dir: Path) -> None:

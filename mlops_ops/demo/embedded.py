@@ -115,7 +115,7 @@ def log_since(log: Path, offset: int) -> str:
 
 
 def prestart_airflow(env: dict[str, str]) -> None:
-    """Start the home's warm Airflow parent now, so its preparation overlaps the demo's own (no wait)."""
+    """Start the warm Airflow parent now if it is not up, so its preparation overlaps the demo's own (no wait)."""
     from mlops_ops.runners import warm
 
     with contextlib.suppress(warm.WarmUnavailable, OSError):  # the first command starts it, or runs cold and says why
@@ -124,7 +124,7 @@ def prestart_airflow(env: dict[str, str]) -> None:
 
 @dataclass
 class ForkedAirflow:
-    """An ``airflow`` command forked by the home's warm parent, whose parent's death is an :class:`InfraError`.
+    """An ``airflow`` command forked by the warm Airflow parent, whose parent's death is an :class:`InfraError`.
 
     A warm parent killed while its command runs takes the command with it (the child dies with its
     parent), and nobody is left to report an exit code: the demo says so in one line, naming the log.
@@ -170,8 +170,8 @@ class ForkedAirflow:
 def start_airflow(env: dict[str, str], args: list[str], out: IO[str]) -> AirflowProcess:
     """Start ``airflow ARGS`` in this home, its output appended to ``out``, and return without waiting.
 
-    It is forked from the home's warm Airflow parent (:mod:`mlops_ops.runners.warm.airflow_commands`:
-    Airflow imported, ``dags test``'s Execution API built), started on first use, unless
+    It is forked from the warm Airflow parent (:mod:`mlops_ops.runners.warm.airflow_commands`: Airflow
+    imported, ``dags test``'s Execution API built, one for every home), started on first use, unless
     ``MLOPS_WARM_EXECUTOR=0``; a cold process otherwise, with a line in ``out`` saying why.
     """
     from mlops_ops.runners import warm

@@ -19,9 +19,9 @@ The parent starts on first use, serves every task process of the machine that co
 0700 and only the same user may connect), and exits after ``$MLOPS_WARM_IDLE_SECONDS`` (600) idle.
 If the task process goes away or asks to stop, the parent kills the child's process group.
 
-The demo's ``airflow`` commands are forked the same way from a parent of the kind ``airflow``, one per
-Airflow home, that has imported Airflow and built ``airflow dags test``'s in-process Execution API
-(:mod:`.airflow_commands`).
+The demo's ``airflow`` commands are forked the same way from a parent of the kind ``airflow`` that has
+imported Airflow and built ``airflow dags test``'s in-process Execution API; each child points Airflow at
+its command's home (:mod:`.airflow_commands`).
 
 Modules: :mod:`.config` (switches, socket folder, parent identity), :mod:`.protocol` (the socket's
 messages), :mod:`.client` (what a task process calls), :mod:`.parent` (the parent's loop and its

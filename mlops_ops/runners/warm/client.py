@@ -19,6 +19,7 @@ from mlops_ops.runners.warm.config import (
     IDLE_ENV,
     START_ENV,
     WarmUnavailable,
+    airflow_base_env,
     enabled,
     import_time_env,
     parent_key,
@@ -204,7 +205,7 @@ def _launch(
     The parent runs as ``python -m mlops_ops.runners.warm`` (:func:`mlops_ops.runners.warm.parent.main`).
     """
     keep = {k: v for k, v in env.items() if k in {"PATH", "HOME", "TMPDIR", "USER", "LOGNAME"}}
-    parent_env = keep | import_time_env(env, kind)
+    parent_env = keep | import_time_env(env, kind) | (airflow_base_env(folder, key) if kind == "airflow" else {})
     idle = env.get(AIRFLOW_IDLE_ENV, "300") if kind == "airflow" else os.environ.get(IDLE_ENV, "600")
     argv = [sys.executable, "-m", "mlops_ops.runners.warm", "--dir", str(folder), "--key", key, "--bin", bin_dir]
     argv += ["--idle", idle, "--preload", ",".join(preload), "--kind", kind]

@@ -53,6 +53,14 @@ AIRFLOW_PRELOAD = (
     "airflow.cli.commands.dag_command",
     "airflow.sdk.execution_time.supervisor",
 )
+#: What differs between homes, for the kind ``airflow``: one parent serves them all (see :mod:`.airflow_commands`).
+AIRFLOW_HOME_ENV = (
+    "AIRFLOW_HOME",
+    "AIRFLOW_CONFIG",
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "AIRFLOW__CORE__PLUGINS_FOLDER",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+)
 #: The kinds of warm parent: ``step`` forks ``mlops-ops step`` processes, ``airflow`` forks ``airflow`` commands.
 KINDS = ("step", "airflow")
 #: Seconds without a command after which a warm parent of the kind ``airflow`` exits (it serves one home).
@@ -105,11 +113,24 @@ def runtime_dir(environ: dict[str, str] | os._Environ[str] | None = None) -> Pat
 def import_time_env(env: dict[str, str], kind: str = "step") -> dict[str, str]:
     """The variables of ``env`` that libraries read when imported (so a warm parent is fixed to them).
 
-    Airflow reads its whole configuration (``AIRFLOW_HOME``, ``AIRFLOW__*``) when imported, so a parent of
-    the kind ``airflow`` is fixed to those too.
+    Airflow reads its whole configuration (``AIRFLOW__*``) when imported, so a parent of the kind
+    ``airflow`` is fixed to those too, except the home's own settings (:data:`AIRFLOW_HOME_ENV`), which
+    its children point at their command's home.
     """
-    prefixes = IMPORT_TIME_PREFIXES + (("AIRFLOW",) if kind == "airflow" else ())
-    return {k: v for k, v in env.items() if k.startswith(prefixes) and k not in _EMULATED}
+    airflow = kind == "airflow"
+    prefixes: tuple[str, ...] = (*IMPORT_TIME_PREFIXES, "AIRFLOW") if airflow else IMPORT_TIME_PREFIXES
+    skipped = {*_EMULATED, *AIRFLOW_HOME_ENV} if airflow else _EMULATED
+    return {k: v for k, v in env.items() if k.startswith(prefixes) and k not in skipped}
+
+
+def airflow_base_env(folder: Path, key: str) -> dict[str, str]:
+    """The private home a warm parent of the kind ``airflow`` imports Airflow for (it writes nothing there)."""
+    base = folder / f"airflow-{key}"
+    return {
+        "AIRFLOW_HOME": str(base),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(base / "dags"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{base / 'airflow.db'}",
+    }
 
 
 def _code_stamp() -> list[str]:
@@ -128,7 +149,7 @@ def _code_stamp() -> list[str]:
 def parent_key(env: dict[str, str], preload: tuple[str, ...], kind: str = "step") -> str:
     """One warm parent per kind, interpreter, installed code, import-time environment and preload list.
 
-    (A parent of the kind ``airflow`` also refuses to fork once its ``airflow.cfg`` changed, see :mod:`.airflow_commands`.)
+    A parent of the kind ``airflow`` serves every home (see :mod:`.airflow_commands`).
     """
     parts = [kind, sys.executable, sys.version, *_code_stamp(), json.dumps(import_time_env(env, kind), sort_keys=True)]
     return hashlib.sha256("\n".join([*parts, *preload]).encode()).hexdigest()[:20]

@@ -17,7 +17,6 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,15 +39,12 @@ class Parent:
 
     socket_path: Path
     idle_seconds: float
-    #: Why the parent must fork no more (it is stale), or None; checked before every fork.
-    refusal: Callable[[], str | None] = field(default=lambda: None)
-    #: The lock held while this parent serves its key, released as soon as it retires.
+    #: The lock held while this parent serves its key.
     lock: int = -1
     listener: socket.socket = field(init=False)
     inode: int = field(init=False, default=0)
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     jobs: dict[int, _Job] = field(default_factory=dict)
-    retired: bool = False
 
     def bind(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -70,9 +66,6 @@ class Parent:
                 request = self._dispatch(kind, job)
                 if request is not None:
                     return request
-            if self.retired and not self.jobs:
-                self.close()
-                return None
             if self.jobs or events:
                 last = time.monotonic()
             elif time.monotonic() - last > self.idle_seconds:
@@ -106,25 +99,7 @@ class Parent:
             send_message(conn, {"error": "the warm parent has a thread; refusing to fork"})
             conn.close()
             return None
-        stale = self.refusal()
-        if stale is not None:
-            send_message(conn, {"error": f"{stale}; the warm parent exits"})
-            conn.close()
-            self._retire(stale)
-            return None
         return self._fork(conn, request)
-
-    def _retire(self, reason: str) -> None:
-        """Take no more requests and let a new parent of the key start now; reap the running children first."""
-        log.info("warm parent %d retires: %s", os.getpid(), reason)
-        self.selector.unregister(self.listener)
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(self.socket_path).st_ino == self.inode:
-                self.socket_path.unlink()
-        if self.lock >= 0:
-            os.close(self.lock)  # releases the flock
-            self.lock = -1
-        self.retired = True
 
     def _fork(self, conn: socket.socket, request: Request) -> Request | None:
         parent = os.getpid()
@@ -177,7 +152,7 @@ class Parent:
 
     def close(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            if not self.retired and os.stat(self.socket_path).st_ino == self.inode:  # not a newer parent's socket
+            if os.stat(self.socket_path).st_ino == self.inode:  # not a newer parent's socket
                 self.socket_path.unlink()
         self.listener.close()
         self.selector.close()
@@ -242,13 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     parent = Parent(folder / f"warm-{args.key}.sock", args.idle, lock=lock)
     if args.kind == "airflow":
         airflow_commands.prepare()
-        parent.refusal = airflow_commands.refusal
     gc.freeze()  # keep the imported objects' pages shared with the children
     parent.bind()
     log.info("warm parent %d ready in %.1fs on %s", os.getpid(), time.perf_counter() - started, parent.socket_path)
     request = parent.loop()
     if request is None:
-        log.info("warm parent %d idle or retired: exiting", os.getpid())
+        log.info("warm parent %d idle: exiting", os.getpid())
         return
     become_step(request)
     if args.kind == "airflow":
