@@ -128,6 +128,38 @@ def _flaky(failures: int, exc: Exception) -> object:
     return call
 
 
+_FIRST_USE = (
+    "from mlops_ops import lineage\n"
+    "lineage.client().search_experiments(max_results=1)\n"
+    "print(lineage.experiment_id('parallel-' + __import__('sys').argv[1]))\n"
+)
+
+
+def test_steps_that_start_together_on_a_new_home_open_its_database_one_at_a_time(tmp_path: Path) -> None:
+    """MLflow creates a SQLite database's tables on first use with no lock; four processes at once all failed
+    (``table ... already exists``) before the lock beside the database."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"MLOPS_HOME": str(tmp_path / "mlops"), "PYTHONPATH": str(Path.cwd())}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _FIRST_USE, str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    outcomes = [(proc.returncode, out, err) for proc in procs for out, err in [proc.communicate(timeout=300)]]
+    assert [code for code, _, _ in outcomes] == [0, 0, 0, 0], [err[-400:] for _, _, err in outcomes]
+    assert len({out.strip() for _, out, _ in outcomes}) == 4  # four experiments, one database
+    assert (tmp_path / "mlops" / "mlflow.db.lock").exists()
+
+
 def test_transient_failures_are_retried_and_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

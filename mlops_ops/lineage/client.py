@@ -9,11 +9,13 @@ become :class:`~mlops_ops.errors.TrackingError` with MLflow's message on one lin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlops_ops.errors import TrackingError, TrackingUnavailable
@@ -142,14 +144,36 @@ def _point_fluent_api(uri: str) -> None:
                 os.environ[name] = value
 
 
+#: How long a process waits for another to finish creating or upgrading a SQLite tracking database.
+SQLITE_SETUP_SECONDS = 300.0
+
+
 @functools.cache
 def _client_for(uri: str) -> GuardedClient:
     import mlflow
 
-    if uri.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(uri.removeprefix("sqlite:///")), exist_ok=True)
     _point_fluent_api(uri)
-    return GuardedClient(mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri))
+    if not uri.startswith("sqlite:///"):
+        return GuardedClient(mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri))
+    with _sqlite_setup(Path(uri.removeprefix("sqlite:///"))):
+        found = GuardedClient(mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri))  # opens the tracking store
+        found.search_registered_models(max_results=1)  # opens the registry's
+    return found
+
+
+@contextlib.contextmanager
+def _sqlite_setup(database: Path) -> Iterator[None]:
+    """Open the stores of a SQLite tracking database one process at a time.
+
+    MLflow creates and upgrades the schema of a SQLite database when a process first opens it, with no lock:
+    steps that start together on a new home (parallel tasks) would each run the migrations and fail
+    (``table ... already exists``). An ``flock`` beside the database makes the others wait for the first.
+    """
+    from mlops_ops.store.lock import file_lock
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(database.with_name(database.name + ".lock"), timeout=SQLITE_SETUP_SECONDS):
+        yield
 
 
 def client() -> Any:
