@@ -40,11 +40,7 @@ def warm_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv(IDLE_ENV, "120")
         mp.delenv(ENABLED_ENV, raising=False)
         yield folder
-    for lock in folder.glob("warm-*.lock"):
-        text = lock.read_text().strip()
-        if text.isdigit():
-            with _gone_ok():
-                os.kill(int(text), signal.SIGTERM)
+    _stop_parents(folder)
 
 
 class _gone_ok:
@@ -366,7 +362,107 @@ def test_a_parent_that_dies_while_starting_leaves_the_step_to_a_cold_process(tmp
         mp.delenv(ENABLED_ENV, raising=False)
         result, lines = run(LocalRunner(), invocation("ingest", {"source": str(DATA_DIR / "churn.csv")}, mlops_home))
     assert result["snapshot"]["rows"] == 5000
-    assert any("the warm parent exited while starting" in line and "cold" in line for line in lines), lines[:3]
+    assert any("the warm parent exited" in line and "cold" in line for line in lines), lines[:3]
+
+
+def test_a_starting_parent_serves_steps_between_and_during_its_imports(tmp_path: Path, mlops_home: Path) -> None:
+    """The first steps on a machine do not wait for the whole preload: two steps that asked during the first
+    import are forked before the second, and while that one takes a minute, one step's end reaches its task
+    and a kill of the other's task stops that step."""
+    import threading
+
+    from mlops_ops.runners.warm import PRELOAD_ENV
+
+    lib = _slow_modules(tmp_path / "lib")
+    folder = tmp_path / "w"
+    folder.mkdir(mode=0o700)
+    spec = {"source": str(DATA_DIR / "churn.csv"), "target": "churned"}
+    outcome: dict[str, Any] = {}
+    killed = LocalRunner()
+
+    def kill_on_first_line(line: str) -> None:
+        if "mlops_ops.cli: step ingest:" in line:
+            killed.on_kill()
+
+    def finishes() -> None:
+        outcome["result"], outcome["lines"] = run(LocalRunner(), invocation("ingest", spec, mlops_home))
+
+    def is_killed() -> None:
+        try:
+            killed.run(invocation("ingest", spec, mlops_home, run_id="r2"), log=kill_on_first_line)
+        except StepFailed as exc:
+            outcome["killed"] = exc.exit_code
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(DIR_ENV, str(folder))
+            mp.setenv(PRELOAD_ENV, "slow_first,slow_second")
+            mp.setenv("PYTHONPATH", str(lib))
+            mp.delenv(ENABLED_ENV, raising=False)
+            tasks = [threading.Thread(target=finishes), threading.Thread(target=is_killed)]
+            for task in tasks:
+                task.start()
+            for task in tasks:
+                task.join(timeout=300)
+        parent_log = next(folder.glob("warm-*.log")).read_text()
+        assert outcome["result"]["snapshot"]["rows"] == 5000
+        assert any(FORKED.search(line) for line in outcome["lines"]), outcome["lines"][:3]
+        assert outcome["killed"] == -signal.SIGKILL
+        assert "imported slow_first" in parent_log
+        assert "imported slow_second" not in parent_log, parent_log  # all the above happened during that import
+    finally:
+        _stop_parents(folder)
+
+
+def _slow_modules(lib: Path) -> Path:
+    """``slow_first`` takes 3 s to import; ``slow_second`` imports another module every 0.1 s for a minute."""
+    (lib / "slow_parts").mkdir(parents=True)
+    (lib / "slow_parts" / "__init__.py").write_text("")
+    for i in range(600):
+        (lib / "slow_parts" / f"m{i}.py").write_text("")
+    (lib / "slow_first.py").write_text("import time\ntime.sleep(3)\n")
+    (lib / "slow_second.py").write_text(
+        "import importlib, time\nfor i in range(600):\n    time.sleep(0.1)\n"
+        "    importlib.import_module(f'slow_parts.m{i}')\n"
+    )
+    return lib
+
+
+def _stop_parents(folder: Path) -> None:
+    """End the warm parents of ``folder`` (by the pids in their lock files)."""
+    for lock in folder.glob("warm-*.lock"):
+        text = lock.read_text().strip()
+        if text.isdigit():
+            with _gone_ok():
+                os.kill(int(text), signal.SIGTERM)
+
+
+def test_a_killed_warm_parent_fails_the_step_in_one_line_and_takes_the_step_along(
+    tmp_path: Path, mlops_home: Path
+) -> None:
+    from mlops_ops.runners.warm import PRELOAD_ENV
+
+    folder = tmp_path / "w"
+    folder.mkdir(mode=0o700)
+    forked: dict[str, int] = {}
+
+    def log(line: str) -> None:
+        found = FORKED.search(line)
+        if found:
+            forked.update(step=int(found[1]), parent=int(found[2]))
+        if "mlops_ops.cli: step ingest:" in line:  # the step runs: its parent dies now
+            os.kill(forked["parent"], signal.SIGKILL)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(DIR_ENV, str(folder))
+        mp.setenv(PRELOAD_ENV, "click")
+        mp.delenv(ENABLED_ENV, raising=False)
+        with pytest.raises(StepFailed) as caught:
+            LocalRunner().run(invocation("ingest", {"source": str(DATA_DIR / "churn.csv")}, mlops_home), log=log)
+    assert caught.value.exit_code == 1
+    assert caught.value.message == f"the warm parent {forked['parent']} ended before process {forked['step']} did"
+    assert _ends(forked["step"]), "the step outlived its warm parent"
+    assert not (mlops_home / "results" / "ingest.json").exists()
 
 
 _LEAVING = """

@@ -14,7 +14,9 @@ re-reads everything from its own environment, as a fresh interpreter would.
 The parent imports no part of mlops_ops that a step uses: each child drops the parent's ``mlops_ops``
 modules and imports the package from disk, so edits to it never meet a stale parent.
 
-The parent starts on first use, serves every task process of the machine that connects to its socket
+The parent starts on first use and listens at once: it imports its list one module at a time and forks
+the steps that asked between two imports (:class:`.parent._Tend` reports ended steps during one). It
+serves every task process of the machine that connects to its socket
 (under ``$MLOPS_WARM_DIR``, else ``$XDG_RUNTIME_DIR/mlops-ops``, else ``<tmp>/mlops-ops-<uid>``; mode
 0700 and only the same user may connect), and exits after ``$MLOPS_WARM_IDLE_SECONDS`` (600) idle.
 If the task process goes away or asks to stop, the parent kills the child's process group.

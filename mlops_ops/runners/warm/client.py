@@ -43,20 +43,27 @@ class WarmProcess:
     _conn: socket.socket
     _reply: bytes = b""
     returncode: int | None = None
+    _lost: bool = False
 
     def wait(self) -> int:
-        """The child's exit code as ``subprocess`` gives it (negative: killed by that signal)."""
-        if self.returncode is None:
+        """The child's exit code as ``subprocess`` gives it (negative: killed by that signal).
+
+        Raises WarmUnavailable, on this and every later call, if the parent ended without reporting it.
+        """
+        if self.returncode is None and not self._lost:
             message = read_message(self._conn, self._reply, timeout=None)
             self._conn.close()
             if message is None or "exit" not in message:
-                raise WarmUnavailable(f"the warm parent {self.parent_pid} ended before process {self.pid} did")
-            self.returncode = int(message["exit"])
+                self._lost = True
+            else:
+                self.returncode = int(message["exit"])
+        if self.returncode is None:
+            raise WarmUnavailable(f"the warm parent {self.parent_pid} ended before process {self.pid} did")
         return self.returncode
 
     def poll(self) -> int | None:
         """The exit code if the process has ended (the parent reported it), else None; does not block."""
-        if self.returncode is None and b"\n" not in self._reply:
+        if self.returncode is None and not self._lost and b"\n" not in self._reply:
             readable, _, _ = select.select([self._conn], [], [], 0)
             if not readable:
                 return None
@@ -64,7 +71,7 @@ class WarmProcess:
 
     def kill(self) -> None:
         """Ask the warm parent to kill the step's process group; it reaps it and reports the exit code."""
-        if self.returncode is None:
+        if self.returncode is None and not self._lost:
             with contextlib.suppress(OSError):
                 self._conn.shutdown(socket.SHUT_WR)
 
@@ -102,7 +109,14 @@ def spawn(
                 raise WarmUnavailable(f"the warm parent exited while starting; see {folder / f'warm-{key}.log'}")
         if conn is None:
             raise WarmUnavailable(f"no warm parent answered on {path} within {limit:.0f}s")
-    return _request(conn, argv, env, cwd, output)
+    try:
+        return _request(conn, argv, env, cwd, output, wait=max(TIMEOUT, limit))
+    except WarmUnavailable:
+        if _exits(folder / f"warm-{key}.lock"):  # e.g. an import it preloads killed it
+            raise WarmUnavailable(
+                f"the warm parent exited before it forked; see {folder / f'warm-{key}.log'}"
+            ) from None
+        raise
 
 
 def prestart(env: dict[str, str], entrypoint: str, kind: str = "step") -> bool:
@@ -138,6 +152,16 @@ def _locked(lock: Path) -> bool:
     return False
 
 
+def _exits(lock: Path, within: float = 0.5) -> bool:
+    """Whether the warm parent holding ``lock`` has ended or ends ``within`` seconds (its lock goes with it)."""
+    deadline = time.monotonic() + within
+    while _locked(lock):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _umask() -> int | None:
     """This process's umask, read without changing it (``os.umask`` would race with other threads)."""
     try:
@@ -160,8 +184,10 @@ def _connect(path: Path) -> socket.socket | None:
 
 
 def _request(
-    conn: socket.socket, argv: list[str], env: dict[str, str], cwd: str, output: tuple[int, int] | None
+    conn: socket.socket, argv: list[str], env: dict[str, str], cwd: str, output: tuple[int, int] | None, wait: float
 ) -> WarmProcess:
+    """Send the request and wait up to ``wait`` seconds for the fork (a starting parent forks between two
+    of its imports, which can take seconds each)."""
     ours: list[int] = []  # read ends of the pipes made here
     if output is None:
         out_r, out_w = os.pipe()
@@ -171,7 +197,7 @@ def _request(
         given = list(output)
     try:
         send_request(conn, Request(argv=argv, env=env, cwd=cwd, fds=given, umask=_umask()))
-        reply = read_message(conn, b"", timeout=TIMEOUT)
+        reply = read_message(conn, b"", timeout=wait)
     except OSError as exc:
         reply = None
         reason = str(exc)

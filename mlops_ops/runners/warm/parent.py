@@ -1,4 +1,8 @@
-"""The warm parent: preload the step libraries, then accept, fork, reap and kill from one thread until idle.
+"""The warm parent: accept, fork, reap and kill from one thread until idle, while it preloads the step libraries.
+
+A step parent listens before it imports anything: between two preloaded modules it forks the steps that
+asked, and while a module is being imported it reports the steps that ended and kills those whose task hung
+up (:class:`_Tend`), so the first run on a machine overlaps its steps' work with the rest of the imports.
 
 Run as ``python -m mlops_ops.runners.warm`` (:func:`main`), which :func:`~.client.spawn` does on first use.
 """
@@ -56,26 +60,56 @@ class Parent:
         self.listener.listen(64)
         self.selector.register(self.listener, selectors.EVENT_READ, ("accept", None))
 
-    def loop(self) -> Request | None:
-        """Serve until idle; in a forked child, return its request instead."""
-        last = time.monotonic()
-        while True:
-            events = self.selector.select(timeout=5)
-            for key, _ in events:
-                kind, job = key.data
-                request = self._dispatch(kind, job)
-                if request is not None:
-                    return request
-            if self.jobs or events:
-                last = time.monotonic()
-            elif time.monotonic() - last > self.idle_seconds:
-                self.close()
-                return None
+    def loop(self, preload: tuple[str, ...] = ()) -> Request | None:
+        """Import ``preload`` one module at a time and serve meanwhile, then serve until idle; in a forked
+        child, return its request instead.
+
+        A step forked before the module it needs is loaded imports it itself, as a cold process would.
+        """
+        pending = list(preload)
+        tend = _Tend(self)
+        if pending:
+            sys.meta_path.insert(0, tend)
+        started = last = time.monotonic()
+        try:
+            while True:
+                if pending:
+                    _import(pending.pop(0))
+                    gc.freeze()  # keep the imported objects' pages shared with the children
+                    if not pending:
+                        sys.meta_path.remove(tend)
+                        log.info("warm parent %d preloaded in %.1fs", os.getpid(), time.monotonic() - started)
+                events = self.selector.select(timeout=0 if pending else 5)
+                while events:  # while preloading, serve all that waits before the next import
+                    for key, _ in events:
+                        kind, job = key.data
+                        request = self._dispatch(kind, job)
+                        if request is not None:
+                            return request
+                    last = time.monotonic()
+                    events = self.selector.select(timeout=0) if pending else []
+                if pending or self.jobs:
+                    last = time.monotonic()
+                elif time.monotonic() - last > self.idle_seconds:
+                    self.close()
+                    return None
+        finally:  # a child forked mid-preload imports as a fresh interpreter does
+            with contextlib.suppress(ValueError):
+                sys.meta_path.remove(tend)
+
+    def tend(self) -> None:
+        """Report the children that ended and kill those whose task hung up; forks nothing (see :class:`_Tend`)."""
+        for key, _ in self.selector.select(timeout=0):
+            kind, job = key.data
+            if kind != "accept":
+                self._dispatch(kind, job)
 
     def _dispatch(self, kind: str, job: _Job | None) -> Request | None:
         if kind == "accept":
             return self._accept()
         assert job is not None
+        if job.pid not in self.jobs:  # reaped already by an event of the same batch
+            return None
         if kind == "exited":
             self._reap(job)
         else:
@@ -158,15 +192,35 @@ class Parent:
         self.selector.close()
 
 
-def _preload(modules: list[str]) -> None:
-    for name in modules:
-        started = time.perf_counter()
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # a missing optional library leaves that import to the step
-            log.warning("warm parent: could not import %s: %s", name, exc)
-            continue
-        log.info("warm parent: imported %s in %.2fs", name, time.perf_counter() - started)
+class _Tend:
+    """A finder on ``sys.meta_path`` that finds nothing: each module the parent imports lets it tend its children.
+
+    Importing one library (Great Expectations, scikit-learn) takes seconds, and a step that ended meanwhile
+    would wait that long for its exit code to reach its task. The parent only reaps and kills here, never
+    forks: a child must not inherit a half-imported module.
+    """
+
+    def __init__(self, parent: Parent) -> None:
+        self.parent = parent
+        self.busy = False
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if not self.busy:  # what tending imports itself (nothing, normally) does not tend again
+            self.busy = True
+            try:
+                self.parent.tend()
+            finally:
+                self.busy = False
+
+
+def _import(name: str) -> None:
+    started = time.perf_counter()
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # a missing optional library leaves that import to the step
+        log.warning("warm parent: could not import %s: %s", name, exc)
+        return
+    log.info("warm parent: imported %s in %.2fs", name, time.perf_counter() - started)
 
 
 def _detach() -> None:
@@ -211,16 +265,21 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     from mlops_ops.runners.warm import airflow_commands
 
-    if args.kind == "airflow":
-        write_through_streams()
-    _preload([m for m in args.preload.split(",") if m and m.split(".")[0] != "mlops_ops"])
+    preload = tuple(m for m in args.preload.split(",") if m and m.split(".")[0] != "mlops_ops")
     parent = Parent(folder / f"warm-{args.key}.sock", args.idle, lock=lock)
-    if args.kind == "airflow":
+    if args.kind == "airflow":  # its children need Airflow ready for any home: it listens once it is
+        write_through_streams()
+        for name in preload:
+            _import(name)
         airflow_commands.prepare()
-    gc.freeze()  # keep the imported objects' pages shared with the children
+        gc.freeze()
+        preload = ()
     parent.bind()
-    log.info("warm parent %d ready in %.1fs on %s", os.getpid(), time.perf_counter() - started, parent.socket_path)
-    request = parent.loop()
+    log.info(
+        "warm parent %d ready after %.1fs on %s; %d modules to preload",
+        os.getpid(), time.perf_counter() - started, parent.socket_path, len(preload),
+    )  # fmt: skip
+    request = parent.loop(preload)
     if request is None:
         log.info("warm parent %d idle: exiting", os.getpid())
         return
