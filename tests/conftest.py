@@ -77,6 +77,17 @@ def loopback_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     return path
 
 
+def stop_warm_parents(folder: Path) -> None:
+    """End the warm parents whose sockets are in ``folder`` (by the pids in their lock files)."""
+    import signal
+
+    for lock in folder.glob("warm-*.lock"):
+        text = lock.read_text().strip()
+        if text.isdigit():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(text), signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def isolated_home(path: Path) -> Iterator[Path]:
     """Point MLOPS_HOME at ``path`` (MLflow SQLite, artifact folder) with no other store or tracking setting."""

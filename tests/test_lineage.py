@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,10 +141,6 @@ _FIRST_USE = (
 def test_steps_that_start_together_on_a_new_home_open_its_database_one_at_a_time(tmp_path: Path) -> None:
     """MLflow creates a SQLite database's tables on first use with no lock; four processes at once all failed
     (``table ... already exists``) before the lock beside the database."""
-    import os
-    import subprocess
-    import sys
-
     env = os.environ | {"MLOPS_HOME": str(tmp_path / "mlops"), "PYTHONPATH": str(Path.cwd())}
     env.pop("MLFLOW_TRACKING_URI", None)
     procs = [

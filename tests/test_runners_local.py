@@ -23,7 +23,7 @@ from mlops_ops.runners.local import LocalRunner
 from mlops_ops.runners.warm import DIR_ENV, ENABLED_ENV, IDLE_ENV
 from mlops_ops.steps.registry import parse_spec
 from mlops_ops.store import local_path
-from tests.conftest import isolated_home
+from tests.conftest import isolated_home, stop_warm_parents
 
 pytestmark = pytest.mark.slow
 FORKED = re.compile(r"step process (\d+) forked from warm parent (\d+)")
@@ -40,15 +40,7 @@ def warm_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv(IDLE_ENV, "120")
         mp.delenv(ENABLED_ENV, raising=False)
         yield folder
-    _stop_parents(folder)
-
-
-class _gone_ok:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is ProcessLookupError
+    stop_warm_parents(folder)
 
 
 def invocation(step: str, spec: dict[str, Any], home: Path, run_id: str = "r1") -> StepInvocation:
@@ -411,7 +403,7 @@ def test_a_starting_parent_serves_steps_between_and_during_its_imports(tmp_path:
         assert "imported slow_first" in parent_log
         assert "imported slow_second" not in parent_log, parent_log  # all the above happened during that import
     finally:
-        _stop_parents(folder)
+        stop_warm_parents(folder)
 
 
 def _slow_modules(lib: Path) -> Path:
@@ -426,15 +418,6 @@ def _slow_modules(lib: Path) -> Path:
         "    importlib.import_module(f'slow_parts.m{i}')\n"
     )
     return lib
-
-
-def _stop_parents(folder: Path) -> None:
-    """End the warm parents of ``folder`` (by the pids in their lock files)."""
-    for lock in folder.glob("warm-*.lock"):
-        text = lock.read_text().strip()
-        if text.isdigit():
-            with _gone_ok():
-                os.kill(int(text), signal.SIGTERM)
 
 
 def test_a_killed_warm_parent_fails_the_step_in_one_line_and_takes_the_step_along(

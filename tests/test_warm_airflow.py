@@ -5,7 +5,6 @@ Real ``airflow`` commands in real homes; the forked command's output is compared
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -18,7 +17,7 @@ import pytest
 
 from mlops_ops.demo.embedded import airflow_env, start_airflow
 from mlops_ops.runners.warm import DIR_ENV, ENABLED_ENV
-from tests.conftest import isolated_home
+from tests.conftest import isolated_home, stop_warm_parents
 
 pytestmark = pytest.mark.slow
 FORKED = re.compile(r"airflow config get-value is process (\d+), forked from warm parent (\d+)")
@@ -30,11 +29,7 @@ def warm_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("wa")
     folder.chmod(0o700)
     yield folder
-    for lock in folder.glob("warm-*.lock"):
-        text = lock.read_text().strip()
-        if text.isdigit():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(text), signal.SIGTERM)
+    stop_warm_parents(folder)
 
 
 def home_env(home: Path, warm_dir: Path, **extra: str) -> dict[str, str]:
